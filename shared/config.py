@@ -1,0 +1,53 @@
+"""Structured configs for the parts of the Hydra tree that the core owns.
+
+Each schema is stored in Hydra's ConfigStore as `<group>/schema`; the YAML options in
+`conf/` extend it, so an override with a typo or a value of the wrong type fails at once
+with Hydra's own message. Verticals register their own data/model schemas the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    num_workers: int = 2
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    runs_dir: str = "runs"
+    bundles_dir: str = "bundles"
+
+
+@dataclass
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+
+@dataclass
+class PredictConfig:
+    input: str | None = None
+    output: str | None = None
+    batch_size: int = 50_000
+
+
+def store_schema(group: str, node: Any, name: str = "schema") -> None:
+    """Register `node` as `<group>/<name>` so YAML options can extend it."""
+    ConfigStore.instance().store(group=group, name=name, node=node)
+
+
+def register_core_configs() -> None:
+    store_schema("trainer", TrainerConfig)
+    store_schema("paths", PathsConfig)
+    store_schema("serve", ServeConfig)
+    store_schema("predict", PredictConfig)

@@ -1,0 +1,102 @@
+"""The vertical contract: the one interface through which the core drives every vertical.
+
+The CLI, training pipeline, bundles, HTTP serving and batch prediction are written once
+against `Vertical`; a vertical implements it and registers itself as an entry point in the
+`verticals.verticals` group, so a new vertical can live in a separate package.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+from pydantic import BaseModel
+
+from shared.device import Device
+
+
+@dataclass
+class Splits:
+    """Train/validation/test parts of a data set, in whatever form the vertical uses."""
+
+    train: Any
+    val: Any
+    test: Any
+    info: dict[str, Any] = field(default_factory=dict)  # source, sizes, schema: goes in the card
+
+
+@dataclass
+class RunContext:
+    """What a vertical gets from the core while it trains and evaluates."""
+
+    run_dir: Path
+    device: Device
+    seed: int
+    log: logging.Logger
+
+    @property
+    def plots_dir(self) -> Path:
+        path = self.run_dir / "plots"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Vertical(ABC):
+    """One industry pipeline: data -> fit -> evaluate -> save/load -> predict."""
+
+    name: str = ""
+    title: str = ""
+    #: The metric the demo summary and the model card lead with.
+    headline_metric: str = ""
+
+    def register_configs(self) -> None:  # noqa: B027 - optional hook
+        """Store the vertical's structured config schemas in Hydra's ConfigStore."""
+
+    @abstractmethod
+    def load_data(self, cfg: DictConfig) -> Splits:
+        """Load and validate the configured data source; raise `UserError` on bad input."""
+
+    @abstractmethod
+    def fit(self, cfg: DictConfig, splits: Splits, ctx: RunContext) -> Any:
+        """Train a model on `splits.train` (early-stopping on `splits.val`)."""
+
+    @abstractmethod
+    def evaluate(self, model: Any, data: Any, ctx: RunContext | None = None) -> dict[str, float]:
+        """Plain-float metrics on `data`; plots go to `ctx.plots_dir` when ctx is given."""
+
+    @abstractmethod
+    def save(self, model: Any, directory: Path) -> None:
+        """Write everything `load` needs into `directory`."""
+
+    @abstractmethod
+    def load(self, directory: Path) -> Any:
+        """Inverse of `save`."""
+
+    @abstractmethod
+    def request_schema(self, model: Any) -> type[BaseModel]:
+        """Pydantic model of one input record; unknown fields must be rejected."""
+
+    @abstractmethod
+    def response_schema(self, model: Any) -> type[BaseModel]:
+        """Pydantic model of one output record."""
+
+    @abstractmethod
+    def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score a batch of records (one row each) and return one output row per input."""
+
+    @abstractmethod
+    def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
+        """`n` input records from `splits.test`, as a user would send them to `predict`."""
+
+    def describe(self, model: Any, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
+        """Vertical-specific paragraphs of the model card (Markdown)."""
+        return ""
+
+    def library_versions(self) -> list[str]:
+        """Distribution names whose versions go into a bundle's manifest."""
+        return []

@@ -1,0 +1,124 @@
+"""The life of a model, written once: train -> evaluate, for any registered vertical.
+
+The CLI calls these with a Hydra-composed config; notebooks call them with a config from
+Hydra's compose API. Neither knows which vertical runs.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from shared import registry
+from shared.contract import RunContext, Splits, Vertical
+from shared.device import resolve_device
+from shared.logs import log_to_file
+from shared.runs import mark_latest, new_run_dir, read_json, write_atomic, write_json
+from shared.seeding import seed_everything
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, float]
+    model: Any
+    splits: Splits
+    vertical: Vertical
+
+
+def train(cfg: DictConfig, run_dir: Path | None = None) -> TrainResult:
+    """Load data, fit, evaluate on the test split, save, write the card, move LATEST."""
+    vertical = registry.get(cfg.vertical)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.paths.runs_dir, vertical.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    with log_to_file(run_dir / "train.log") as log:
+        seed_everything(int(cfg.seed))
+        device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
+        log.info("%s: run %s on %s", vertical.name, run_dir, device)
+        ctx = RunContext(run_dir=run_dir, device=device, seed=int(cfg.seed), log=log)
+
+        started = time.perf_counter()
+        splits = vertical.load_data(cfg)
+        log.info("data: %s", ", ".join(f"{k}={v}" for k, v in splits.info.items() if k != "schema"))
+        model = vertical.fit(cfg, splits, ctx)
+        fit_seconds = time.perf_counter() - started
+        metrics = vertical.evaluate(model, splits.test, ctx)
+        vertical.save(model, run_dir / "model")
+
+        write_json(run_dir / "metrics.json", metrics)
+        run_info = {
+            "vertical": vertical.name,
+            "run": run_dir.name,
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "device": str(device),
+            "fit_seconds": round(fit_seconds, 3),
+            "data": {k: v for k, v in splits.info.items() if k != "schema"},
+            "python": platform.python_version(),
+        }
+        write_json(run_dir / "run.json", run_info)
+        card = model_card(
+            vertical, run_info, metrics, vertical.describe(model, metrics, splits.info)
+        )
+        write_atomic(run_dir / "model_card.md", card)
+        mark_latest(run_dir, Path(cfg.paths.runs_dir) / vertical.name)
+        log.info("%s: %s", vertical.name, format_metrics(metrics))
+    return TrainResult(run_dir, metrics, model, splits, vertical)
+
+
+def evaluate(cfg: DictConfig, run_dir: Path, out_dir: Path | None = None) -> dict[str, float]:
+    """Re-score a trained run on the test split of `cfg.data`; write metrics and plots."""
+    vertical = registry.get(cfg.vertical)
+    out_dir = out_dir or run_dir / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with log_to_file(out_dir / "evaluate.log") as log:
+        seed_everything(int(cfg.seed))
+        device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
+        ctx = RunContext(run_dir=out_dir, device=device, seed=int(cfg.seed), log=log)
+        model = vertical.load(run_dir / "model")
+        splits = vertical.load_data(cfg)
+        metrics = vertical.evaluate(model, splits.test, ctx)
+        write_json(out_dir / "metrics.json", metrics)
+        log.info("%s evaluation of %s: %s", vertical.name, run_dir.name, format_metrics(metrics))
+    return metrics
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def run_metrics(run_dir: Path) -> dict[str, float]:
+    return read_json(run_dir / "metrics.json")
+
+
+def format_metrics(metrics: dict[str, Any], limit: int = 8) -> str:
+    items = [(k, v) for k, v in metrics.items() if isinstance(v, int | float)][:limit]
+    return ", ".join(f"{k}={v:.4g}" for k, v in items)
+
+
+def model_card(
+    vertical: Vertical, run_info: dict[str, Any], metrics: dict[str, Any], body: str
+) -> str:
+    """A short Markdown card: what was trained, on what, how well, and what to watch."""
+    rows = "\n".join(
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
+        for k, v in metrics.items()
+    )
+    data = "\n".join(f"- {k}: {v}" for k, v in run_info["data"].items())
+    return (
+        f"# Model card: {vertical.title or vertical.name}\n\n"
+        f"- run: `{run_info['run']}`, created {run_info['created']}\n"
+        f"- device: {run_info['device']}, fit + data {run_info['fit_seconds']:.1f} s\n\n"
+        f"## Data\n\n{data}\n\n"
+        f"## Test metrics\n\n| metric | value |\n| --- | --- |\n{rows}\n\n"
+        f"{body.strip()}\n\n"
+        "## Plots\n\nSee `plots/` beside this card.\n"
+    )

@@ -1,0 +1,33 @@
+"""Find verticals through the `verticals.verticals` entry-point group.
+
+Only entry-point metadata is read up front; a vertical's module (and its heavy libraries)
+is imported when that vertical is asked for, which keeps `verticals --help` fast.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import entry_points
+
+from shared.contract import Vertical
+from shared.errors import UserError
+
+GROUP = "verticals.verticals"
+
+
+def available() -> list[str]:
+    """Names of every installed vertical, sorted."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+@cache
+def get(name: str) -> Vertical:
+    """The vertical called `name`, instantiated once per process."""
+    matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not matches:
+        names = ", ".join(available()) or "none installed"
+        raise UserError(f"unknown vertical {name!r}; expected one of: {names}")
+    vertical = matches[0].load()()
+    if not isinstance(vertical, Vertical):
+        raise TypeError(f"entry point {name!r} does not give a shared.contract.Vertical")
+    return vertical

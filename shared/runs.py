@@ -1,0 +1,104 @@
+"""Run directories: one folder per training run, and a stable pointer to the latest.
+
+Layout of a run: `config.yaml` (resolved), `metrics.json`, `model/`, `plots/*.png`,
+`model_card.md`, `train.log`. `<runs_dir>/<vertical>/LATEST` names the newest run and is
+replaced atomically, so `evaluate`, `package` and `serve` work without a path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shared.errors import UserError
+
+LATEST = "LATEST"
+
+
+def new_run_dir(runs_dir: str | Path, vertical: str) -> Path:
+    """A fresh, timestamped run directory under `<runs_dir>/<vertical>/`."""
+    base = Path(runs_dir) / vertical
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    path = base / stamp
+    n = 1
+    while path.exists():
+        path = base / f"{stamp}_{n}"
+        n += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def mark_latest(target: Path, base: Path | None = None) -> None:
+    """Point `base/LATEST` (default: the parent of `target`) at `target`."""
+    base = target.parent if base is None else base
+    write_atomic(base / LATEST, os.path.relpath(target.resolve(), base.resolve()) + "\n")
+
+
+def latest(base: Path, what: str = "run") -> Path:
+    """The directory that `base/LATEST` names; a clear error when there is none."""
+    pointer = base / LATEST
+    if not pointer.is_file():
+        raise UserError(
+            f"no {what} found under {base}/", hint=f"create one first, or pass {what}=PATH"
+        )
+    target = (base / pointer.read_text().strip()).resolve()
+    if not target.is_dir():
+        raise UserError(f"{pointer} points to {target}, which no longer exists")
+    return target
+
+
+def resolve_run(path: str | None, runs_dir: str | Path, vertical: str) -> Path:
+    """An explicit run directory, or the latest run of `vertical`."""
+    if path:
+        run = Path(path)
+        if not (run / "config.yaml").is_file():
+            raise UserError(f"run={path} is not a run directory (no config.yaml in it)")
+        return run.resolve()
+    return latest(Path(runs_dir) / vertical, "run")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe metrics: NaN/inf become null instead of invalid JSON."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return _clean(value.item())
+    return value
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Save a matplotlib figure as PNG and release its memory."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

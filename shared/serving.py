@@ -1,0 +1,174 @@
+"""The FastAPI app factory: one HTTP API for every vertical, built from a bundle.
+
+Endpoints: `/health` (process alive), `/ready` (model loaded), `/metadata` (version,
+metrics, schema), `POST /predict` (one record or a list), `POST /feedback` (outcomes for
+retraining, appended as JSON lines), `/metrics` (Prometheus) and the OpenAPI docs.
+Malformed input is answered 422 with a message that names the field, never 500.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import TypeAdapter, ValidationError, create_model
+
+from shared.bundle import Bundle, load_bundle
+from shared.errors import UserError
+from shared.logs import get_logger
+
+log = get_logger("serving")
+
+
+def describe_errors(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> str:
+    """Pydantic errors as one readable line: `record[1].age: Input should be ...`."""
+    parts = []
+    for err in errors[:5]:
+        loc = [*prefix, *err.get("loc", ())]
+        where = ""
+        for item in loc:
+            where += f"[{item}]" if isinstance(item, int) else (f".{item}" if where else str(item))
+        parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _unprocessable(message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    detail = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in (errors or [])
+    ]
+    return JSONResponse(status_code=422, content={"message": message, "detail": detail})
+
+
+def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = None) -> FastAPI:
+    """A FastAPI app serving `bundle` (a loaded `Bundle` or a bundle folder)."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    vertical, model = bundle.vertical, bundle.model
+    record = vertical.request_schema(model)
+    output = vertical.response_schema(model)
+    records = TypeAdapter(list[record])  # type: ignore[valid-type]
+    response = create_model(
+        "PredictResponse",
+        model_version=(str, ...),
+        predictions=(list[output], ...),  # type: ignore[valid-type]
+    )
+    feedback_path = Path(feedback_dir or Path("feedback") / vertical.name) / "feedback.jsonl"
+
+    registry = CollectorRegistry()
+    requests = Counter("verticals_requests", "HTTP requests", ["path", "status"], registry=registry)
+    latency = Histogram("verticals_request_seconds", "Request latency", ["path"], registry=registry)
+    scored = Counter("verticals_predictions", "Records scored", registry=registry)
+
+    app = FastAPI(
+        title=f"Verticals: {vertical.title or vertical.name}",
+        version=bundle.model_version,
+        description=f"Serving bundle `{bundle.path.name}` of the {vertical.name} vertical.",
+    )
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        resp = await call_next(request)
+        path = request.url.path if request.url.path in _known else "other"
+        latency.labels(path).observe(time.perf_counter() - started)
+        requests.labels(path, str(resp.status_code)).inc()
+        return resp
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> dict[str, Any]:
+        return {"ready": True, "model_version": bundle.model_version}
+
+    @app.get("/metadata")
+    def metadata() -> dict[str, Any]:
+        return {
+            "vertical": vertical.name,
+            "model_version": bundle.model_version,
+            "created": bundle.manifest.get("created"),
+            "metrics": bundle.metrics,
+            "versions": bundle.manifest.get("versions", {}),
+            "schema": {
+                "request": record.model_json_schema(),
+                "response": output.model_json_schema(),
+            },
+        }
+
+    single = record.model_json_schema()
+    body_schema = {"anyOf": [single, {"type": "array", "items": single}]}
+
+    @app.post(
+        "/predict",
+        response_model=response,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        },
+    )
+    async def predict(request: Request) -> Any:
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _unprocessable(f"body is not valid JSON: {exc}")
+        if isinstance(payload, dict):
+            payload, prefix = [payload], ()
+        elif isinstance(payload, list):
+            prefix = ("record",)
+        else:
+            return _unprocessable("body must be one record (a JSON object) or a list of records")
+        if not payload:
+            return _unprocessable("body is an empty list: send at least one record")
+        try:
+            items = records.validate_python(payload)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if not prefix:  # single record: drop the list index
+                errors = [{**e, "loc": tuple(e["loc"][1:])} for e in errors]
+            return _unprocessable(describe_errors(errors, prefix), errors)
+        frame = pd.DataFrame([item.model_dump() for item in items])
+        try:
+            result = vertical.predict(model, frame)
+        except UserError as exc:
+            return _unprocessable(str(exc))
+        scored.inc(len(frame))
+        rows = result.to_dict(orient="records")
+        return {"model_version": bundle.model_version, "predictions": rows}
+
+    @app.post("/feedback")
+    def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> dict[str, Any]:
+        """Record observed outcomes (e.g. `{"id": ..., "outcome": 1}`) for monitoring/retraining."""
+        feedback_path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().isoformat(timespec="seconds")
+        with feedback_path.open("a") as fh:
+            for item in items:
+                fh.write(
+                    json.dumps({"received": stamp, "model_version": bundle.model_version, **item})
+                    + "\n"
+                )
+        return {"stored": len(items)}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    _known = {route.path for route in app.routes}  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,123 @@
+"""Reading and writing the tables users already have (CSV or Parquet), with clear errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.errors import UserError
+
+FORMATS = (".csv", ".parquet", ".pq")
+
+
+def table_format(path: Path, what: str = "file") -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(
+            f"{what} {path} has extension {suffix or '(none)'}; expected .csv or .parquet"
+        )
+    return "csv" if suffix == ".csv" else "parquet"
+
+
+def check_readable(path: Path, what: str = "input") -> None:
+    """Fail early, before any work starts, when `path` is not a table we can read."""
+    table_format(path, what)
+    _check_exists(path, what)
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"{what} {path} is empty")
+
+
+def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
+    """The whole table at `path`; a missing, empty or unreadable file is a `UserError`."""
+    path = Path(path)
+    kind = table_format(path, what)
+    _check_exists(path, what)
+    try:
+        frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+    except (ValueError, OSError, pa.ArrowException, pd.errors.ParserError) as exc:
+        raise UserError(f"{what} {path} could not be read as {kind}: {exc}") from None
+    if frame.empty:
+        raise UserError(f"{what} {path} has a header but no rows")
+    return frame
+
+
+def count_rows(path: Path) -> int | None:
+    """Row count without loading the table (exact for Parquet, None for CSV)."""
+    if table_format(path) == "parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+def iter_batches(path: str | Path, batch_size: int, what: str = "input") -> Iterator[pd.DataFrame]:
+    """Stream `path` in batches of about `batch_size` rows, in a bounded amount of memory."""
+    path = Path(path)
+    kind = table_format(path, what)
+    _check_exists(path, what)
+    try:
+        if kind == "csv":
+            yield from pd.read_csv(path, chunksize=batch_size)
+        else:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+                yield batch.to_pandas()
+    except (ValueError, OSError, pa.ArrowException, pd.errors.ParserError) as exc:
+        raise UserError(f"{what} {path} could not be read as {kind}: {exc}") from None
+
+
+def nested_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lists and dicts in cells (reason codes, say) as JSON text, readable in any tool."""
+    out = frame
+    for name in frame.columns:
+        col = frame[name]
+        if col.dtype != object or col.empty:
+            continue
+        first = col.dropna().head(1)
+        if len(first) and isinstance(first.iloc[0], list | dict | tuple):
+            out = out.copy() if out is frame else out
+            out[name] = col.map(lambda v: None if v is None else json.dumps(v, default=str))
+    return out
+
+
+class TableWriter:
+    """Append batches to a CSV or Parquet file; the file appears only when complete."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.kind = table_format(self.path, "output")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._parquet: pq.ParquetWriter | None = None
+        self._first = True
+
+    def write(self, frame: pd.DataFrame) -> None:
+        frame = nested_as_json(frame)
+        if self.kind == "csv":
+            frame.to_csv(
+                self.tmp, mode="w" if self._first else "a", header=self._first, index=False
+            )
+        else:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        self._first = False
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self.tmp.exists():
+            self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,6 @@
+"""Verticals: industry AI pipelines on one shared core (`shared`).
+
+Each subpackage is one vertical; `verticals.cli` is the command line.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,169 @@
+"""`verticals <command> <vertical> [hydra overrides ...]`: a thin layer over Hydra.
+
+Everything after the vertical goes to Hydra unchanged (`-m` sweeps, `--cfg job`, `--help`).
+A user error prints one line and exits 2; a full traceback only with HYDRA_FULL_ERROR=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+USAGE = """\
+usage: verticals <command> <vertical> [hydra overrides ...]
+       verticals demo [overrides ...]
+
+commands:
+  train      train on the configured data; writes runs/<vertical>/<time>/ and moves LATEST
+  evaluate   re-score a run (run=PATH, default the latest) on its test split
+  package    turn a run into a bundle under bundles/<vertical>/ (run=PATH, default latest)
+  serve      serve a bundle over HTTP (bundle=PATH, serve.port=8000)
+  predict    score a file with a bundle: input=in.csv output=out.parquet
+  demo       every vertical end to end on built-in demo data, then a summary table
+  list       the installed verticals
+
+examples:
+  verticals train finance
+  verticals train finance data=table data.path=loans.parquet data.target=default
+  verticals train finance -m model.num_leaves=15,63
+  verticals train finance --cfg job
+  verticals serve finance serve.port=8080
+"""
+
+COMMANDS = ("train", "evaluate", "package", "serve", "predict")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception and its causes as one line, without Hydra's search-path dump."""
+    parts: list[str] = []
+    while exc is not None:
+        for line in str(exc).splitlines():
+            line = line.strip().rstrip(".")
+            if line.startswith("Config search path"):
+                break
+            noise = line.startswith(("full_key:", "object_type=", "provider="))
+            if line and not noise and line not in parts:
+                parts.append(line)
+        exc = exc.__cause__  # type: ignore[assignment]
+    return "; ".join(parts) or "invalid configuration"
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
+
+    from shared.errors import UserError
+
+    return (
+        UserError,
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+        MissingMandatoryValue,
+        ValidationError,
+        ConfigKeyError,
+    )
+
+
+def run_guarded(func: Callable[[], Any]) -> Any:
+    """Run `func`; user errors become one line and exit 2, bugs keep a pointer to the trace."""
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise, so we decide how it is shown
+    if full:
+        os.environ["VERTICALS_FULL_ERROR"] = "1"
+    try:
+        return func()
+    except _user_error_types() as exc:
+        if full:
+            raise
+        fail(_one_line(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as exc:
+        if full:
+            raise
+        fail(f"{type(exc).__name__}: {_one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)", 1)
+    finally:
+        if not full:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _run_hydra(command: str, vertical: str, args: Sequence[str]) -> Any:
+    import hydra
+
+    from shared.errors import UserError
+    from verticals import commands
+    from verticals.configs import conf_dir, register_configs, vertical_overrides
+
+    register_configs(vertical)
+    command_func = commands.COMMANDS[command]
+
+    def task(cfg: Any) -> Any:
+        try:  # handled here so Hydra does not add its own "Error executing job" line
+            return command_func(cfg)
+        except UserError as exc:
+            if os.environ.get("VERTICALS_FULL_ERROR") == "1":
+                raise
+            fail(str(exc))
+
+    main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=command)(task)
+    # Hydra's parser takes the overrides as one run of positionals: keep them together,
+    # before any flags (`-m`, `--cfg job`, `--info`), whatever order the user typed.
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    flags = [a for a in args if a not in overrides]
+    saved = sys.argv
+    sys.argv = [
+        f"verticals {command} {vertical}",
+        *vertical_overrides(vertical),
+        *overrides,
+        *flags,
+    ]
+    try:
+        return main()
+    finally:
+        sys.argv = saved
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = args[0], args[1:]
+    from shared import registry
+
+    if command == "list":
+        for name in registry.available():
+            print(name)
+        return
+    if command == "demo":
+        from shared.logs import ensure_console
+        from verticals import demo
+
+        ensure_console()
+        run_guarded(lambda: demo.main(rest))
+        return
+    if command not in COMMANDS:
+        fail(
+            f"unknown command {command!r}; expected one of {', '.join((*COMMANDS, 'demo', 'list'))}"
+        )
+    if not rest or rest[0].startswith("-") or "=" in rest[0]:
+        names = ", ".join(registry.available())
+        fail(f"`verticals {command}` needs a vertical first; installed: {names}")
+    vertical, overrides = rest[0], rest[1:]
+    run_guarded(lambda: (registry.get(vertical), _run_hydra(command, vertical, overrides)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""What each CLI command does with its Hydra-composed config.
+
+These glue the core together (pipeline, bundles, serving, batch prediction); they know the
+vertical only by the name in `cfg.vertical`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from shared import pipeline
+from shared.bundle import load_bundle, write_bundle
+from shared.errors import UserError
+from shared.runs import latest, resolve_run
+
+
+def _hydra_output_dir() -> Path | None:
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def _user_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _bundle_dir(cfg: DictConfig) -> Path:
+    if cfg.bundle:
+        return Path(cfg.bundle)
+    return latest(Path(cfg.paths.bundles_dir) / cfg.vertical, "bundle")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    result = pipeline.train(cfg, _hydra_output_dir())
+    print(f"{cfg.vertical}: {pipeline.format_metrics(result.metrics)}")
+    print(f"run: {result.run_dir}")
+    return result.metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    run = resolve_run(cfg.run, cfg.paths.runs_dir, cfg.vertical)
+    saved = pipeline.load_run_config(run)
+    data_overridden = any(o.lstrip("+~").startswith("data") for o in _user_overrides())
+    merged = OmegaConf.merge(saved, {"trainer": cfg.trainer, "seed": cfg.seed})
+    if data_overridden:
+        merged.data = cfg.data
+    metrics = pipeline.evaluate(merged, run)
+    print(f"{cfg.vertical} ({run.name}): {pipeline.format_metrics(metrics, limit=20)}")
+    return metrics
+
+
+def package(cfg: DictConfig) -> Path:
+    run = resolve_run(cfg.run, cfg.paths.runs_dir, cfg.vertical)
+    bundle = write_bundle(run, Path(cfg.paths.bundles_dir))
+    print(f"bundle: {bundle}")
+    return bundle
+
+
+def serve(cfg: DictConfig) -> None:
+    import uvicorn
+
+    from shared.serving import create_app
+
+    app = create_app(_bundle_dir(cfg))
+    print(f"serving {cfg.vertical} on http://{cfg.serve.host}:{cfg.serve.port} (docs at /docs)")
+    uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level=cfg.serve.log_level)
+
+
+def predict(cfg: DictConfig) -> int:
+    from shared.batch import predict_file
+
+    bundle = load_bundle(_bundle_dir(cfg))
+    if cfg.batch_size < 1:
+        raise UserError(f"batch_size={cfg.batch_size}; expected a positive number of rows")
+    rows = predict_file(bundle, cfg.input, cfg.output, cfg.batch_size, list(cfg.keep_columns))
+    print(f"{cfg.vertical}: scored {rows} rows with {bundle.model_version} -> {cfg.output}")
+    return rows
+
+
+COMMANDS = {
+    "train": train,
+    "evaluate": evaluate,
+    "package": package,
+    "serve": serve,
+    "predict": predict,
+}

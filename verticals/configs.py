@@ -1,0 +1,47 @@
+"""Where the Hydra config tree lives, and composing it from Python (notebooks, tests, demo).
+
+`conf/` at the top of the repository is installed as the `verticals.conf` resources. Each
+vertical's own groups (data/, model/, experiment/, ...) sit in `conf/<vertical>/`, which is
+added to Hydra's search path when that vertical runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from omegaconf import DictConfig
+
+from shared import registry
+from shared.config import register_core_configs
+
+
+@cache
+def conf_dir() -> Path:
+    """`conf/`: inside the installed package (wheel), or beside it (source checkout)."""
+    here = Path(__file__).resolve().parent
+    for path in (here / "conf", here.parent / "conf"):
+        if (path / "train.yaml").is_file():
+            return path
+    raise RuntimeError(f"the config tree conf/ is missing beside {here}; reinstall verticals")
+
+
+def vertical_overrides(vertical: str) -> list[str]:
+    """The overrides that select `vertical` and put its config groups on the search path."""
+    return [f"vertical={vertical}", f"hydra.searchpath=[file://{conf_dir() / vertical}]"]
+
+
+def register_configs(vertical: str) -> None:
+    """Store the core's and `vertical`'s structured-config schemas in the ConfigStore."""
+    register_core_configs()
+    registry.get(vertical).register_configs()
+
+
+def compose(command: str, vertical: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `verticals <command> <vertical> <overrides>` would run with."""
+    register_configs(vertical)
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return hydra_compose(command, overrides=[*vertical_overrides(vertical), *overrides])

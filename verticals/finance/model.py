@@ -1,0 +1,163 @@
+"""The PD model: a LightGBM binary classifier with its schema, scorecard and PSI baseline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from shared.contract import RunContext, Splits
+from shared.errors import UserError
+from verticals.finance import scorecard
+from verticals.finance.config import ScorecardConfig
+from verticals.finance.data import FeatureSchema, to_features
+from verticals.finance.metrics import score_bins
+
+MODEL_FILE = "lightgbm.txt"
+META_FILE = "finance.json"
+
+
+@dataclass
+class FinanceModel:
+    booster: lgb.Booster
+    schema: FeatureSchema
+    card: ScorecardConfig
+    psi_edges: np.ndarray
+    psi_expected: np.ndarray
+    best_iteration: int
+    lightgbm_device: str
+
+    def pd(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(X, num_iteration=self.best_iteration)
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(X, num_iteration=self.best_iteration, pred_contrib=True)
+
+
+def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray, seed: int) -> dict:
+    """LightGBM parameters from `model.*`, with monotone constraints checked by name."""
+    params: dict[str, Any] = {
+        "objective": "binary",
+        "metric": ["auc", "binary_logloss"],
+        "verbosity": -1,
+        "seed": seed,
+        "num_leaves": model_cfg.num_leaves,
+        "learning_rate": model_cfg.learning_rate,
+        "min_data_in_leaf": model_cfg.min_data_in_leaf,
+        "feature_fraction": model_cfg.feature_fraction,
+        "bagging_fraction": model_cfg.bagging_fraction,
+        "bagging_freq": model_cfg.bagging_freq,
+        "lambda_l2": model_cfg.lambda_l2,
+        "max_bin": model_cfg.max_bin,
+        "cat_smooth": model_cfg.cat_smooth,
+        "num_threads": model_cfg.num_threads,
+    }
+    if model_cfg.class_weight == "balanced":
+        params["scale_pos_weight"] = float((y == 0).sum() / max((y == 1).sum(), 1))
+    elif model_cfg.class_weight != "none":
+        raise UserError(f"model.class_weight={model_cfg.class_weight!r}; expected none or balanced")
+    monotone = dict(model_cfg.monotone or {})
+    if monotone:
+        unknown = [k for k in monotone if k not in schema.numeric]
+        if unknown:
+            raise UserError(
+                f"model.monotone names {unknown}, which are not numeric features; "
+                f"numeric features are {schema.numeric}"
+            )
+        if any(v not in (-1, 0, 1) for v in monotone.values()):
+            raise UserError("model.monotone values must be -1, 0 or 1")
+        params["monotone_constraints"] = [int(monotone.get(f, 0)) for f in schema.features]
+        params["monotone_constraints_method"] = "advanced"
+    params.update(OmegaConf.to_container(model_cfg.extra, resolve=True) or {})
+    return params
+
+
+def _train(
+    params: dict, train: lgb.Dataset, val: lgb.Dataset, cfg: DictConfig, log: logging.Logger
+) -> lgb.Booster:
+    return lgb.train(
+        params,
+        train,
+        num_boost_round=cfg.num_boost_round,
+        valid_sets=[val],
+        valid_names=["val"],
+        callbacks=[
+            lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False),
+            lgb.log_evaluation(period=max(cfg.num_boost_round // 10, 1)),
+        ],
+    )
+
+
+def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
+    """Train with early stopping on the validation split, on the GPU when one is usable."""
+    schema: FeatureSchema = splits.info["schema"]
+    train, val = splits.train, splits.val
+    params = lightgbm_params(cfg.model, schema, train.y, ctx.seed)
+    lgb.register_logger(ctx.log)
+    categorical = list(schema.categorical)
+    dtrain = lgb.Dataset(train.X, train.y, categorical_feature=categorical, free_raw_data=False)
+    dval = lgb.Dataset(val.X, val.y, categorical_feature=categorical, reference=dtrain)
+    device = "cpu"
+    if ctx.device.is_cuda:
+        try:
+            booster = _train({**params, "device_type": "gpu"}, dtrain, dval, cfg.model, ctx.log)
+            device = "gpu"
+        except lgb.basic.LightGBMError as exc:
+            ctx.log.warning("LightGBM GPU learner unavailable (%s); training on CPU", exc)
+    if device == "cpu":
+        booster = _train(params, dtrain, dval, cfg.model, ctx.log)
+    best = booster.best_iteration or booster.current_iteration()
+    ctx.log.info("LightGBM ran on %s; best iteration %d", device, best)
+    card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))
+    model = FinanceModel(booster, schema, card, np.array([]), np.array([]), best, device)
+    model.psi_edges, model.psi_expected = score_bins(scorecard.scores(model.pd(train.X), card))
+    return model
+
+
+def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """PD, score, grade and up to `n_reasons` reasons per row of `frame`."""
+    X = to_features(frame, model.schema)
+    pd_ = model.pd(X)
+    points = scorecard.scores(pd_, model.card)
+    why = scorecard.reasons(model.contributions(X), model.schema.features, X, model.card.n_reasons)
+    return pd.DataFrame(
+        {"pd": pd_, "score": points, "grade": scorecard.grades(points, model.card), "reasons": why}
+    )
+
+
+def save(model: FinanceModel, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.booster.save_model(directory / MODEL_FILE, num_iteration=model.best_iteration)
+    meta = {
+        "schema": model.schema.to_dict(),
+        "scorecard": asdict(model.card),
+        "psi_edges": model.psi_edges.tolist(),
+        "psi_expected": model.psi_expected.tolist(),
+        "best_iteration": model.best_iteration,
+        "lightgbm_device": model.lightgbm_device,
+    }
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load(directory: Path) -> FinanceModel:
+    meta_path, model_path = directory / META_FILE, directory / MODEL_FILE
+    if not meta_path.is_file() or not model_path.is_file():
+        raise UserError(f"{directory} does not hold a finance model ({MODEL_FILE}, {META_FILE})")
+    meta = json.loads(meta_path.read_text())
+    booster = lgb.Booster(model_file=str(model_path))
+    return FinanceModel(
+        booster=booster,
+        schema=FeatureSchema.from_dict(meta["schema"]),
+        card=ScorecardConfig(**meta["scorecard"]),
+        psi_edges=np.array(meta["psi_edges"]),
+        psi_expected=np.array(meta["psi_expected"]),
+        best_iteration=int(meta["best_iteration"]),
+        lightgbm_device=meta["lightgbm_device"],
+    )
