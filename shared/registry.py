@@ -13,16 +13,28 @@ from shared.contract import Vertical
 from shared.errors import UserError
 
 GROUP = "verticals.verticals"
+_registered: dict[str, Vertical] = {}
+
+
+def register(vertical: Vertical) -> None:
+    """Make `vertical` available in this process without an entry point (tests, notebooks)."""
+    _registered[vertical.name] = vertical
 
 
 def available() -> list[str]:
     """Names of every installed vertical, sorted."""
-    return sorted({ep.name for ep in entry_points(group=GROUP)})
+    return sorted({ep.name for ep in entry_points(group=GROUP)} | _registered.keys())
+
+
+def get(name: str) -> Vertical:
+    """The vertical called `name`, instantiated once per process."""
+    if name in _registered:
+        return _registered[name]
+    return _load(name)
 
 
 @cache
-def get(name: str) -> Vertical:
-    """The vertical called `name`, instantiated once per process."""
+def _load(name: str) -> Vertical:
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
         names = ", ".join(available()) or "none installed"

@@ -25,7 +25,7 @@ def grades(points: np.ndarray, cfg: ScorecardConfig) -> np.ndarray:
     order = np.argsort(-bounds)
     names = [names[i] for i in order]
     bounds = bounds[order]
-    pos = np.searchsorted(-bounds, -points.astype(float), side="right")
+    pos = np.searchsorted(-bounds, -points.astype(float), side="left")
     return np.array(names + [names[-1]], dtype=object)[np.minimum(pos, len(names) - 1)]
 
 

@@ -1,0 +1,134 @@
+"""The `verticals` command as a user types it (subprocesses, in a scratch directory)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+FAST = ["debug=fast", "trainer.device=cpu"]
+
+
+def cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "verticals", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"verticals {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory in which `verticals train finance` has run once."""
+    root = tmp_path_factory.mktemp("cli")
+    cli(root, "train", "finance", *FAST, "model.num_leaves=6")
+    return root
+
+
+def test_help_and_list() -> None:
+    proc = cli(Path.cwd(), "--help")
+    assert "usage: verticals <command> <vertical>" in proc.stdout
+    assert "finance" in cli(Path.cwd(), "list").stdout.split()
+
+
+def test_train_writes_a_run_with_the_override(workdir: Path) -> None:
+    latest = (workdir / "runs" / "finance" / "LATEST").read_text().strip()
+    run = workdir / "runs" / "finance" / latest
+    assert "num_leaves: 6" in (run / "config.yaml").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["roc_auc"] > 0.6
+    assert (run / "train.log").read_text().count("LightGBM ran on cpu") == 1
+
+
+def test_evaluate_package_predict_without_paths(workdir: Path) -> None:
+    out = cli(workdir, "evaluate", "finance").stdout
+    assert "roc_auc=" in out
+    out = cli(workdir, "package", "finance").stdout
+    bundle = Path(out.split("bundle:")[1].strip())
+    assert (workdir / bundle / "manifest.json").is_file()
+    from verticals.finance.german import load_shipped
+
+    load_shipped().drop(columns="default").head(50).to_csv(workdir / "apps.csv", index=False)
+    cli(workdir, "predict", "finance", "input=apps.csv", "output=scored.parquet")
+    scored = pd.read_parquet(workdir / "scored.parquet")
+    assert len(scored) == 50 and scored["pd"].between(0, 1).all()
+
+
+def test_serve_answers_http(workdir: Path) -> None:
+    cli(workdir, "package", "finance")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "verticals", "serve", "finance", f"serve.port={port}"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    assert json.loads(r.read()) == {"status": "ok"}
+                    break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            raise AssertionError("server did not come up")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=b'{"duration_in_month": 24}',
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert 0 < json.loads(r.read())["predictions"][0]["pd"] < 1
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_multirun_sweep(tmp_path: Path) -> None:
+    cli(tmp_path, "train", "finance", "-m", "model.num_leaves=4,15", *FAST)
+    sweeps = list((tmp_path / "runs" / "finance").glob("multirun_*"))
+    assert len(sweeps) == 1
+    configs = sorted((sweeps[0] / str(i) / "config.yaml").read_text() for i in (0, 1))
+    assert "num_leaves: 15" in configs[0] and "num_leaves: 4" in configs[1]
+
+
+def test_cfg_job_prints_config_without_training(tmp_path: Path) -> None:
+    out = cli(tmp_path, "train", "finance", "--cfg", "job", "data=synthetic").stdout
+    assert "source: synthetic" in out and "num_leaves: 8" in out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "finance", "model.num_leavs=3"], "Key 'num_leavs' not in 'LightGBMConfig'"),
+        (["train", "finance", "model.num_leaves=many"], "could not be converted to Integer"),
+        (["train", "finance", "data=table", "data.path=nope.csv"], "nope.csv does not exist"),
+        (["train", "finance", "data=table"], "data.path"),
+        (["train", "banking"], "unknown vertical 'banking'"),
+        (["predict", "finance", "input=a.csv", "output=b.csv"], "no bundle found"),
+        (["fly", "finance"], "unknown command 'fly'"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str):
+    proc = cli(tmp_path, *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
