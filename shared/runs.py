@@ -95,10 +95,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    """Save a matplotlib figure as PNG and release its memory."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure as PNG; a pyplot-managed one is closed to free its memory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    if getattr(fig, "number", None) is not None:  # created through pyplot
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return path

@@ -110,7 +110,7 @@ def test_multirun_sweep(tmp_path: Path) -> None:
 
 def test_cfg_job_prints_config_without_training(tmp_path: Path) -> None:
     out = cli(tmp_path, "train", "finance", "--cfg", "job", "data=synthetic").stdout
-    assert "source: synthetic" in out and "num_leaves: 8" in out
+    assert "source: synthetic" in out and "num_leaves: 4" in out
     assert not (tmp_path / "runs").exists()
 
 

@@ -28,10 +28,13 @@ class FinanceDataConfig:
 class LightGBMConfig:
     """LightGBM binary classifier; names follow LightGBM's own parameters."""
 
-    num_leaves: int = 8
+    num_leaves: int = 4
     learning_rate: float = 0.03
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
+    early_stopping_metric: str = (
+        "binary_logloss"  # auc | binary_logloss (the validation metric watched)
+    )
     min_data_in_leaf: int = 20
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
@@ -52,9 +55,9 @@ class ScorecardConfig:
     base_score: float = 600.0
     base_odds: float = 50.0
     pdo: float = 20.0
-    # Lowest score of each grade, best first; anything below the last is the last grade + 1.
+    # Lowest score of each grade, best first; scores below the last bound get the last grade.
     grades: dict[str, float] = field(
-        default_factory=lambda: {"A": 680, "B": 640, "C": 600, "D": 560, "E": 520, "F": 0}
+        default_factory=lambda: {"A": 640, "B": 600, "C": 560, "D": 520, "E": 480, "F": 0}
     )
     n_reasons: int = 4
 

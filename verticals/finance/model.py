@@ -41,11 +41,19 @@ class FinanceModel:
         return self.booster.predict(X, num_iteration=self.best_iteration, pred_contrib=True)
 
 
+def _metrics(first: str) -> list[str]:
+    """Validation metrics, the one early stopping watches first."""
+    known = ["auc", "binary_logloss"]
+    if first not in known:
+        raise UserError(f"model.early_stopping_metric={first!r}; expected one of {known}")
+    return [first, *(m for m in known if m != first)]
+
+
 def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray, seed: int) -> dict:
     """LightGBM parameters from `model.*`, with monotone constraints checked by name."""
     params: dict[str, Any] = {
         "objective": "binary",
-        "metric": ["auc", "binary_logloss"],
+        "metric": _metrics(model_cfg.early_stopping_metric),
         "verbosity": -1,
         "seed": seed,
         "num_leaves": model_cfg.num_leaves,
@@ -128,7 +136,8 @@ def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
     points = scorecard.scores(pd_, model.card)
     why = scorecard.reasons(model.contributions(X), model.schema.features, X, model.card.n_reasons)
     return pd.DataFrame(
-        {"pd": pd_, "score": points, "grade": scorecard.grades(points, model.card), "reasons": why}
+        {"pd": pd_, "score": points, "grade": scorecard.grades(points, model.card), "reasons": why},
+        index=frame.index,
     )
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import roc_auc_score, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+from shared.runs import save_figure
 
-from shared.runs import save_figure  # noqa: E402
+
+def _figure(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """A figure outside pyplot: no global backend switch, nothing left open."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def plot_all(y: np.ndarray, pd_: np.ndarray, points: np.ndarray, out: Path) -> list[Path]:
@@ -26,8 +30,8 @@ def plot_all(y: np.ndarray, pd_: np.ndarray, points: np.ndarray, out: Path) -> l
 
 def _roc(y: np.ndarray, pd_: np.ndarray, path: Path) -> Path:
     fpr, tpr, _ = roc_curve(y, pd_)
-    auc = np.trapezoid(tpr, fpr)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    auc = roc_auc_score(y, pd_)
+    fig, ax = _figure((4.5, 4.5))
     ax.plot(fpr, tpr, label=f"model (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], "--", color="grey", label="random")
     ax.set(xlabel="false positive rate (goods flagged)", ylabel="true positive rate (bads caught)")
@@ -41,7 +45,7 @@ def _ks(y: np.ndarray, points: np.ndarray, path: Path) -> Path:
     bad = np.searchsorted(np.sort(points[y == 1]), grid, side="right") / max((y == 1).sum(), 1)
     good = np.searchsorted(np.sort(points[y == 0]), grid, side="right") / max((y == 0).sum(), 1)
     k = int(np.argmax(np.abs(bad - good)))
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _figure((5.5, 4))
     ax.plot(grid, bad, label="defaulted")
     ax.plot(grid, good, label="repaid")
     ax.vlines(grid[k], good[k], bad[k], colors="red", label=f"KS {abs(bad[k] - good[k]):.3f}")
@@ -52,7 +56,7 @@ def _ks(y: np.ndarray, points: np.ndarray, path: Path) -> Path:
 
 def _calibration(y: np.ndarray, pd_: np.ndarray, path: Path) -> Path:
     observed, predicted = calibration_curve(y, pd_, n_bins=10, strategy="quantile")
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _figure((4.5, 4.5))
     ax.plot(predicted, observed, "o-", label="model")
     top = max(predicted.max(), observed.max()) * 1.05
     ax.plot([0, top], [0, top], "--", color="grey", label="perfect")
@@ -64,7 +68,7 @@ def _calibration(y: np.ndarray, pd_: np.ndarray, path: Path) -> Path:
 
 
 def _score_distribution(y: np.ndarray, points: np.ndarray, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = _figure((5.5, 4))
     bins = np.histogram_bin_edges(points, bins=30)
     ax.hist(points[y == 0], bins=bins, alpha=0.6, density=True, label="repaid")
     ax.hist(points[y == 1], bins=bins, alpha=0.6, density=True, label="defaulted")
