@@ -75,7 +75,7 @@ def test_crash_while_packaging_leaves_old_bundle(
     with pytest.raises(RuntimeError, match="disk full"):
         write_bundle(toy_run.run_dir, tmp_path / "bundles")
     assert (good / "manifest.json").read_text() == before
-    assert [p.name for p in good.parent.iterdir()] == sorted(["LATEST", good.name])
+    assert sorted(p.name for p in good.parent.iterdir()) == sorted(["LATEST", good.name])
     load_bundle(good)
 
 
