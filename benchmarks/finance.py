@@ -187,7 +187,7 @@ def train_config(rows: int, device: str, root: Path) -> DictConfig:
     )
 
 
-def test_auc(booster: lgb.Booster, best: int, part: Part) -> float:
+def auc_on(booster: lgb.Booster, best: int, part: Part) -> float:
     return float(roc_auc_score(part.y, booster.predict(part.X, num_iteration=best)))
 
 
@@ -252,8 +252,8 @@ def bench_training(
     model, (booster, best) = last["suite"], last["raw"]
     # What fit does besides training: PD on the training rows for the PSI baseline.
     psi, _ = timed(lambda: booster.predict(splits.train.X, num_iteration=best))
-    suite_auc = test_auc(model.booster, model.best_iteration, splits.test)
-    raw_auc = test_auc(booster, best, splits.test)
+    suite_auc = auc_on(model.booster, model.best_iteration, splits.test)
+    raw_auc = auc_on(booster, best, splits.test)
     result = {
         "rows": splits.info["rows"],
         "split": splits.info["split"],
@@ -450,7 +450,7 @@ def bench_serving(
     chunks = [bodies[i::concurrency] for i in range(concurrency)]
     bundle = load_bundle(bundle_dir)
     in_process = []
-    for body in bodies[:SEQUENTIAL_REQUESTS]:
+    for body in records[:SEQUENTIAL_REQUESTS]:
         one = pd.DataFrame([body])
         timing, _ = timed(lambda one=one: bundle.vertical.predict(bundle.model, one))
         in_process.append(timing.seconds)
@@ -459,7 +459,7 @@ def bench_serving(
             _post(client, body)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             load, timings = timed(lambda: list(pool.map(lambda c: _post_all(url, c), chunks)))
-        sequential = [_post(client, body) for body in bodies[:SEQUENTIAL_REQUESTS]]
+        sequential = [_post(client, body) for body in records[:SEQUENTIAL_REQUESTS]]
         _post(client, batch)  # warm-up
         batch_times = [_post(client, batch) for _ in range(3)]
     latencies = [t for chunk in timings for t in chunk]
@@ -474,6 +474,7 @@ def bench_serving(
         "mean_ms": float(ms.mean()),
         "requests_per_s": n_requests / load.seconds,
         "background_cores": load.background,
+        "sequential_requests": len(sequential),
         "sequential_p50_ms": float(np.percentile(np.array(sequential) * 1000, 50)),
         "sequential_p99_ms": float(np.percentile(np.array(sequential) * 1000, 99)),
         "in_process_predict_p50_ms": float(np.percentile(np.array(in_process) * 1000, 50)),
@@ -669,7 +670,7 @@ def run_batch(
         stages = b["profile_stages_s"]
         total = stages["total (under cProfile)"]
         for stage, seconds in stages.items():
-            say(f"    {stage:<40} {seconds:7.2f} s  {seconds / total:6.1%}")
+            say(f"    {stage:<46} {seconds:7.2f} s  {seconds / total:6.1%}")
         say("  top functions by own time:")
         lines = b["profile"].strip().splitlines()
         say("\n".join("    " + ln for ln in lines if ln.strip()))
@@ -688,7 +689,7 @@ def run_serving(
         f"{c['requests_per_s']:.1f} requests/s{Timing(0, c['background_cores']).note()}"
     )
     say(
-        f"  one client, {SEQUENTIAL_REQUESTS} sequential requests: "
+        f"  one client, {c['sequential_requests']} sequential requests: "
         f"p50 {fmt_ms(c['sequential_p50_ms'])}, p99 {fmt_ms(c['sequential_p99_ms'])}; "
         f"of which vertical.predict() on one record, in process: "
         f"p50 {fmt_ms(c['in_process_predict_p50_ms'])}"

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import Body, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -111,6 +112,10 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
             },
         }
 
+    def _score(payload: list[Any]) -> pd.DataFrame:
+        items = records.validate_python(payload)
+        return vertical.predict(model, pd.DataFrame([item.model_dump() for item in items]))
+
     single = record.model_json_schema()
     body_schema = {"anyOf": [single, {"type": "array", "items": single}]}
 
@@ -138,20 +143,17 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
         if not payload:
             return _unprocessable("body is an empty list: send at least one record")
         try:
-            items = records.validate_python(payload)
+            # Off the event loop: validation and the model are CPU work, and requests overlap.
+            frame = await run_in_threadpool(_score, payload)
         except ValidationError as exc:
             errors = exc.errors(include_url=False)
             if not prefix:  # single record: drop the list index
                 errors = [{**e, "loc": tuple(e["loc"][1:])} for e in errors]
             return _unprocessable(describe_errors(errors, prefix), errors)
-        frame = pd.DataFrame([item.model_dump() for item in items])
-        try:
-            result = vertical.predict(model, frame)
         except UserError as exc:
             return _unprocessable(str(exc))
         scored.inc(len(frame))
-        rows = result.to_dict(orient="records")
-        return {"model_version": bundle.model_version, "predictions": rows}
+        return {"model_version": bundle.model_version, "predictions": frame.to_dict("records")}
 
     @app.post("/feedback")
     def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> dict[str, Any]:

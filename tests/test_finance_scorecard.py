@@ -42,7 +42,7 @@ def test_reasons_pick_largest_effects_with_direction() -> None:
     import pandas as pd
 
     contrib = np.array([[0.5, -2.0, 0.1, 0.0, -1.0]])  # 4 features + bias
-    frame = pd.DataFrame({"a_b": [1.0], "c": ["x"], "d": [np.nan], "e": [3.0]})
+    frame = pd.DataFrame({"a_b": [1.0], "c": pd.Categorical(["x"]), "d": [np.nan], "e": [3.0]})
     (reasons,) = scorecard.reasons(contrib, list(frame.columns), frame, n=3)
     assert [r["feature"] for r in reasons] == ["c", "a b", "d"]
     assert [r["direction"] for r in reasons] == ["lowers risk", "raises risk", "raises risk"]

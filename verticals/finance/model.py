@@ -21,6 +21,7 @@ from verticals.finance.data import FeatureSchema, to_features
 from verticals.finance.metrics import score_bins
 
 MODEL_FILE = "lightgbm.txt"
+PSI_SAMPLE = 100_000  # training rows scored for the PSI baseline
 META_FILE = "finance.json"
 
 
@@ -125,16 +126,20 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     ctx.log.info("LightGBM ran on %s; best iteration %d", device, best)
     card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))
     model = FinanceModel(booster, schema, card, np.array([]), np.array([]), best, device)
-    model.psi_edges, model.psi_expected = score_bins(scorecard.scores(model.pd(train.X), card))
+    baseline = train.X
+    if len(baseline) > PSI_SAMPLE:  # deciles are stable long before every row is scored
+        baseline = baseline.sample(PSI_SAMPLE, random_state=ctx.seed)
+    model.psi_edges, model.psi_expected = score_bins(scorecard.scores(model.pd(baseline), card))
     return model
 
 
 def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
     """PD, score, grade and up to `n_reasons` reasons per row of `frame`."""
     X = to_features(frame, model.schema)
-    pd_ = model.pd(X)
+    contrib = model.contributions(X)
+    pd_ = 1.0 / (1.0 + np.exp(-contrib.sum(axis=1)))  # SHAP values add up to the log-odds
     points = scorecard.scores(pd_, model.card)
-    why = scorecard.reasons(model.contributions(X), model.schema.features, X, model.card.n_reasons)
+    why = scorecard.reasons(contrib, model.schema.features, X, model.card.n_reasons)
     return pd.DataFrame(
         {"pd": pd_, "score": points, "grade": scorecard.grades(points, model.card), "reasons": why},
         index=frame.index,

@@ -33,6 +33,21 @@ def readable(feature: str) -> str:
     return feature.replace("_", " ")
 
 
+def _cell_values(frame: pd.DataFrame) -> list[list[object]]:
+    """Each column as a list of plain Python values (None for missing), read once."""
+    columns = []
+    for name in frame.columns:
+        col = frame[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            cats = np.asarray(col.cat.categories, dtype=object)
+            codes = col.cat.codes.to_numpy()
+            columns.append([None if c < 0 else cats[c] for c in codes.tolist()])
+        else:
+            arr = col.to_numpy(dtype="float64", na_value=np.nan)
+            columns.append([None if v != v else v for v in arr.tolist()])
+    return columns
+
+
 def reasons(
     contrib: np.ndarray, features: list[str], frame: pd.DataFrame, n: int
 ) -> list[list[dict[str, object]]]:
@@ -40,26 +55,25 @@ def reasons(
 
     `contrib` is LightGBM's `pred_contrib` output (one column per feature plus the bias), in
     log-odds. Reasons are the largest contributions by size, each with its direction.
+    `frame` holds the typed features in model order (numeric, then categorical).
     """
     values = contrib[:, : len(features)]
     top = np.argsort(-np.abs(values), axis=1)[:, :n]
+    effects = np.round(np.take_along_axis(values, top, axis=1), 4).tolist()
+    names = [readable(f) for f in features]
+    cells = _cell_values(frame)
     out = []
-    for row, cols in enumerate(top):
-        items = []
-        for j in cols:
-            effect = float(values[row, j])
-            if effect == 0.0:
-                continue
-            value = frame.iat[row, j]
-            items.append(
+    for row, (cols, row_effects) in enumerate(zip(top.tolist(), effects, strict=True)):
+        out.append(
+            [
                 {
-                    "feature": readable(features[j]),
-                    "value": None
-                    if pd.isna(value)
-                    else (str(value) if isinstance(value, str) else float(value)),
+                    "feature": names[j],
+                    "value": cells[j][row],
                     "direction": "raises risk" if effect > 0 else "lowers risk",
-                    "log_odds": round(effect, 4),
+                    "log_odds": effect,
                 }
-            )
-        out.append(items)
+                for j, effect in zip(cols, row_effects, strict=True)
+                if effect != 0.0
+            ]
+        )
     return out
