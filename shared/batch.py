@@ -30,7 +30,7 @@ def predict_file(
     bar = tqdm(total=count_rows(input_path), unit="rows", desc="predict", disable=not progress)
     try:
         for frame in iter_batches(input_path, batch_size):
-            result = bundle.vertical.predict(bundle.model, frame)
+            result = bundle.vertical.predict_table(bundle.model, frame)
             if keep_columns:
                 kept = frame[[c for c in keep_columns if c in frame.columns]].reset_index(drop=True)
                 result = kept.join(result.reset_index(drop=True), rsuffix="_pred")

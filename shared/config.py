@@ -31,14 +31,8 @@ class PathsConfig:
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = 1  # server processes; Prometheus /metrics then counts per process
     log_level: str = "info"
-
-
-@dataclass
-class PredictConfig:
-    input: str | None = None
-    output: str | None = None
-    batch_size: int = 50_000
 
 
 def store_schema(group: str, node: Any, name: str = "schema") -> None:
@@ -50,4 +44,3 @@ def register_core_configs() -> None:
     store_schema("trainer", TrainerConfig)
     store_schema("paths", PathsConfig)
     store_schema("serve", ServeConfig)
-    store_schema("predict", PredictConfig)

@@ -89,6 +89,14 @@ class Vertical(ABC):
     def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a batch of records (one row each) and return one output row per input."""
 
+    def predict_table(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for a file: flat columns where `predict` nests (default: `predict`).
+
+        Files are read by spreadsheets and SQL; a vertical whose API output nests (lists of
+        reasons, boxes) can flatten it here, and skip per-row Python work on big batches.
+        """
+        return self.predict(model, frame)
+
     @abstractmethod
     def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
         """`n` input records from `splits.test`, as a user would send them to `predict`."""

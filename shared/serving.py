@@ -9,6 +9,7 @@ Malformed input is answered 422 with a message that names the field, never 500.
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from shared.errors import UserError
 from shared.logs import get_logger
 
 log = get_logger("serving")
+BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
 
 
 def describe_errors(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> str:
@@ -174,3 +176,11 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
 
     _known = {route.path for route in app.routes}  # type: ignore[attr-defined]
     return app
+
+
+def app_from_env() -> FastAPI:
+    """App factory for multi-process servers (`uvicorn --factory`): bundle path from env."""
+    path = os.environ.get(BUNDLE_ENV)
+    if not path:
+        raise UserError(f"set {BUNDLE_ENV} to the bundle folder to serve")
+    return create_app(path)

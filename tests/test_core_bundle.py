@@ -120,3 +120,15 @@ def test_bundle_survives_moving(toy_run: pipeline.TrainResult, tmp_path: Path) -
     shutil.copytree(bundle_dir, moved)
     os.utime(moved / "serve.py")
     assert load_bundle(moved).model == toy_run.model
+
+
+def test_app_factory_for_worker_processes(
+    toy_run: pipeline.TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.serving import BUNDLE_ENV, app_from_env
+
+    monkeypatch.delenv(BUNDLE_ENV, raising=False)
+    with pytest.raises(UserError, match=BUNDLE_ENV):
+        app_from_env()
+    monkeypatch.setenv(BUNDLE_ENV, str(write_bundle(toy_run.run_dir, tmp_path / "bundles")))
+    assert TestClient(app_from_env()).post("/predict", json={"x": 9}).json()["predictions"]

@@ -110,6 +110,11 @@ def test_bundle_round_trip_serving_and_batch(finance_run: pipeline.TrainResult, 
     scored = pd.read_csv(tmp_path / "scored.csv")
     assert n == 200 and scored["applicant_id"].tolist() == list(range(200))
     np.testing.assert_allclose(scored["pd"], expected["pd"], rtol=1e-9)
+    # The file's flat reason columns say what the API's nested reasons say.
+    for row, reasons in zip(scored.itertuples(), expected["reasons"], strict=True):
+        for k, reason in enumerate(reasons, start=1):
+            assert getattr(row, f"reason_{k}") == reason["feature"]
+            assert getattr(row, f"reason_{k}_log_odds") == pytest.approx(reason["log_odds"])
 
 
 def test_german_credit_default_config(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ vertical only by the name in `cfg.vertical`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -60,11 +61,19 @@ def package(cfg: DictConfig) -> Path:
 def serve(cfg: DictConfig) -> None:
     import uvicorn
 
-    from shared.serving import create_app
+    from shared.serving import BUNDLE_ENV, create_app
 
-    app = create_app(_bundle_dir(cfg))
-    print(f"serving {cfg.vertical} on http://{cfg.serve.host}:{cfg.serve.port} (docs at /docs)")
-    uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level=cfg.serve.log_level)
+    bundle = load_bundle(_bundle_dir(cfg))  # verify once, before any worker starts
+    serve = cfg.serve
+    if serve.workers < 1:
+        raise UserError(f"serve.workers={serve.workers}; expected 1 or more")
+    print(f"serving {cfg.vertical} {bundle.model_version} on http://{serve.host}:{serve.port}/docs")
+    options = {"host": serve.host, "port": serve.port, "log_level": serve.log_level}
+    if serve.workers == 1:
+        uvicorn.run(create_app(bundle), **options)
+    else:
+        os.environ[BUNDLE_ENV] = str(bundle.path)
+        uvicorn.run("shared.serving:app_from_env", factory=True, workers=serve.workers, **options)
 
 
 def predict(cfg: DictConfig) -> int:

@@ -65,8 +65,14 @@ class FinanceVertical(Vertical):
 
         return predict(model, frame)
 
+    def predict_table(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        from verticals.finance.model import predict_table
+
+        return predict_table(model, frame)
+
     def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
-        return splits.test.X.head(n).astype(object).where(splits.test.X.head(n).notna(), None)
+        head = splits.test.X.head(n)
+        return head.astype(object).where(head.notna(), None)  # missing as None, as in JSON
 
     def describe(self, model: Any, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
         from verticals.finance.evaluation import describe

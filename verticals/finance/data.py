@@ -107,9 +107,10 @@ def infer_schema(frame: pd.DataFrame, cfg: DictConfig, where: str) -> FeatureSch
         if name in skip:
             continue
         col = frame[name]
-        if name in declared_num or (name not in declared_cat and _is_numeric(col)):
-            if not _is_numeric(col):
-                bad = _first_non_numeric(col)
+        is_number = pd.api.types.is_numeric_dtype(col)
+        if name in declared_num or (name not in declared_cat and is_number):
+            bad = None if is_number else _first_non_numeric(col)
+            if bad is not None:  # numbers stored as text are fine; words are not
                 raise UserError(
                     f"{where}: column {name!r} is declared numeric but holds {bad!r}; "
                     "expected numbers (or declare it in data.categorical)"
@@ -131,10 +132,6 @@ def infer_schema(frame: pd.DataFrame, cfg: DictConfig, where: str) -> FeatureSch
     if not numeric and not categorical:
         raise UserError(f"{where}: no feature columns left besides the target")
     return FeatureSchema(numeric, categorical)
-
-
-def _is_numeric(col: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(col)
 
 
 def _first_non_numeric(col: pd.Series) -> object:

@@ -22,6 +22,7 @@ from verticals.finance.metrics import score_bins
 
 MODEL_FILE = "lightgbm.txt"
 PSI_SAMPLE = 100_000  # training rows scored for the PSI baseline
+SMALL_BATCH = 256  # rows below which prediction runs on one thread
 META_FILE = "finance.json"
 
 
@@ -36,10 +37,18 @@ class FinanceModel:
     lightgbm_device: str
 
     def pd(self, X: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(X, num_iteration=self.best_iteration)
+        return self.booster.predict(X, num_iteration=self.best_iteration, **_threads(len(X)))
 
     def contributions(self, X: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(X, num_iteration=self.best_iteration, pred_contrib=True)
+        return self.booster.predict(
+            X, num_iteration=self.best_iteration, pred_contrib=True, **_threads(len(X))
+        )
+
+
+def _threads(rows: int) -> dict[str, int]:
+    """One thread for a handful of rows: spinning up every core costs more than it saves,
+    and concurrent API requests would fight over them."""
+    return {"num_threads": 1} if rows < SMALL_BATCH else {}
 
 
 def _metrics(first: str) -> list[str]:
@@ -133,17 +142,37 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     return model
 
 
-def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """PD, score, grade and up to `n_reasons` reasons per row of `frame`."""
+def _score(
+    model: FinanceModel, frame: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Typed features, PD/score/grade columns, and the SHAP contributions."""
     X = to_features(frame, model.schema)
     contrib = model.contributions(X)
     pd_ = 1.0 / (1.0 + np.exp(-contrib.sum(axis=1)))  # SHAP values add up to the log-odds
     points = scorecard.scores(pd_, model.card)
-    why = scorecard.reasons(contrib, model.schema.features, X, model.card.n_reasons)
-    return pd.DataFrame(
-        {"pd": pd_, "score": points, "grade": scorecard.grades(points, model.card), "reasons": why},
-        index=frame.index,
+    grades = scorecard.grades(points, model.card)
+    return (
+        X,
+        pd.DataFrame({"pd": pd_, "score": points, "grade": grades}, index=frame.index),
+        contrib,
     )
+
+
+def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """PD, score, grade and up to `n_reasons` reasons (feature, value, direction) per row."""
+    X, out, contrib = _score(model, frame)
+    out["reasons"] = scorecard.reasons(contrib, model.schema.features, X, model.card.n_reasons)
+    return out
+
+
+def predict_table(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """The same scores with flat reason columns: `reason_k` (feature) and `reason_k_log_odds`."""
+    _, out, contrib = _score(model, frame)
+    names, effects = scorecard.top_reasons(contrib, model.schema.features, model.card.n_reasons)
+    for k in range(names.shape[1]):
+        out[f"reason_{k + 1}"] = names[:, k]
+        out[f"reason_{k + 1}_log_odds"] = effects[:, k]
+    return out
 
 
 def save(model: FinanceModel, directory: Path) -> None:

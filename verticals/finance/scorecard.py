@@ -33,6 +33,19 @@ def readable(feature: str) -> str:
     return feature.replace("_", " ")
 
 
+def top_reasons(contrib: np.ndarray, features: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised reasons: readable feature names and signed log-odds, largest effect first.
+
+    A zero effect (a feature that played no part) leaves its slot empty (None, NaN).
+    """
+    values = contrib[:, : len(features)]
+    top = np.argsort(-np.abs(values), axis=1)[:, :n]
+    effects = np.take_along_axis(values, top, axis=1)
+    names = np.array([readable(f) for f in features], dtype=object)[top]
+    names[effects == 0.0] = None
+    return names, np.where(effects == 0.0, np.nan, np.round(effects, 4))
+
+
 def _cell_values(frame: pd.DataFrame) -> list[list[object]]:
     """Each column as a list of plain Python values (None for missing), read once."""
     columns = []
