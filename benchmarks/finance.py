@@ -25,8 +25,9 @@ import os
 import platform
 import pstats
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-import uvicorn  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold, train_test_split  # noqa: E402
@@ -53,7 +53,7 @@ from shared.bundle import load_bundle, write_bundle  # noqa: E402
 from shared.contract import RunContext, Splits  # noqa: E402
 from shared.device import Device, resolve_device  # noqa: E402
 from shared.pipeline import train  # noqa: E402
-from shared.serving import create_app  # noqa: E402
+from shared.serving import BUNDLE_ENV  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.finance import german  # noqa: E402
 from verticals.finance.data import (  # noqa: E402
@@ -63,6 +63,7 @@ from verticals.finance.data import (  # noqa: E402
     infer_schema,
     load_splits,
     to_features,
+    to_matrix,
 )
 from verticals.finance.metrics import classification_metrics  # noqa: E402
 from verticals.finance.model import PSI_SAMPLE, fit, lightgbm_params  # noqa: E402
@@ -298,7 +299,7 @@ def raw_predict_file(
     writer: pq.ParquetWriter | None = None
     done = 0
     for batch in pq.ParquetFile(src).iter_batches(batch_size=batch_size):
-        X = to_features(batch.to_pandas(), schema)
+        X = to_matrix(batch.to_pandas(), schema)  # LightGBM's fastest input: a float matrix
         full = booster.predict(X, num_iteration=best, pred_contrib=True)
         pd_ = 1.0 / (1.0 + np.exp(-full.sum(axis=1)))
         contrib = full[:, :n_features]
@@ -320,7 +321,7 @@ def raw_predict_file(
 # Stages of the suite's scoring, as (file, function) in the profile: where the time goes.
 PROFILE_STAGES = {
     "read Parquet batches (iter_batches)": ("tables.py", "iter_batches"),
-    "type features (to_features)": ("data.py", "to_features"),
+    "type features (to_matrix)": ("data.py", "to_matrix"),
     "LightGBM predict (PD + SHAP)": ("basic.py", "predict"),
     "reason codes (scorecard.top_reasons)": ("scorecard.py", "top_reasons"),
     "write Parquet (TableWriter.write)": ("tables.py", "write"),
@@ -404,13 +405,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(bundle_dir: Path, tmp: Path, timeout: float = 60.0) -> Iterator[str]:
-    """The bundle's FastAPI app under uvicorn in a background thread; yields its base URL."""
-    app = create_app(bundle_dir, feedback_dir=tmp / "feedback")
+def serving(bundle_dir: Path, workers: int, timeout: float = 90.0) -> Iterator[str]:
+    """The bundle served by uvicorn in its own process(es), as in production; yields the URL.
+
+    A separate process keeps the load generator's threads from competing with the server
+    for the same interpreter lock.
+    """
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
+    command = [
+        sys.executable, "-m", "uvicorn", "shared.serving:app_from_env", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    env = {**os.environ, BUNDLE_ENV: str(bundle_dir)}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     try:
@@ -420,13 +428,13 @@ def serving(bundle_dir: Path, tmp: Path, timeout: float = 60.0) -> Iterator[str]
                     break
             except httpx.TransportError:
                 pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"the app did not answer {url}/health within {timeout:.0f} s")
-            time.sleep(0.05)
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"the server did not answer {url}/health within {timeout:.0f} s")
+            time.sleep(0.1)
         yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -451,7 +459,7 @@ def _post_all(url: str, bodies: list[dict[str, Any]]) -> list[float]:
 
 
 def bench_serving(
-    bundle_dir: Path, records: list[dict[str, Any]], n_requests: int, concurrency: int, tmp: Path
+    bundle_dir: Path, records: list[dict[str, Any]], n_requests: int, concurrency: int, workers: int
 ) -> dict[str, Any]:
     """Single-record `/predict` latency under `concurrency` clients, and one large batch."""
     bodies = [records[i % len(records)] for i in range(n_requests)]
@@ -463,7 +471,7 @@ def bench_serving(
         one = pd.DataFrame([body])
         timing, _ = timed(lambda one=one: bundle.vertical.predict(bundle.model, one))
         in_process.append(timing.seconds)
-    with serving(bundle_dir, tmp) as url, httpx.Client(base_url=url, timeout=120.0) as client:
+    with serving(bundle_dir, workers) as url, httpx.Client(base_url=url, timeout=120.0) as client:
         for body in records[:WARMUP_REQUESTS]:
             _post(client, body)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -477,6 +485,7 @@ def bench_serving(
     return {
         "requests": n_requests,
         "concurrency": concurrency,
+        "workers": workers,
         "p50_ms": float(np.percentile(ms, 50)),
         "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)),
@@ -620,6 +629,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--requests", type=int, default=400, help="single-record /predict calls")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--workers", type=int, default=1, help="server processes for part C")
     parser.add_argument("--repeats", type=int, default=2, help="alternated repeats in A and B")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return parser.parse_args(argv)
@@ -691,9 +701,12 @@ def run_serving(
     args: argparse.Namespace, bundle_dir: Path, test_raw: pd.DataFrame, tmp: Path
 ) -> dict[str, Any]:
     """Part C."""
-    say(f"\n[C] /predict latency: {args.requests} requests, {args.concurrency} clients")
+    say(
+        f"\n[C] /predict latency: {args.requests} requests, {args.concurrency} clients, "
+        f"server in {args.workers} separate process(es)"
+    )
     records = json_records(test_raw.head(max(args.requests, BATCH_POST_RECORDS)))
-    c = bench_serving(bundle_dir, records, args.requests, args.concurrency, tmp)
+    c = bench_serving(bundle_dir, records, args.requests, args.concurrency, args.workers)
     say(
         f"  p50 {fmt_ms(c['p50_ms'])}, p90 {fmt_ms(c['p90_ms'])}, p99 {fmt_ms(c['p99_ms'])}, "
         f"{c['requests_per_s']:.1f} requests/s{Timing(0, c['background_cores']).note()}"

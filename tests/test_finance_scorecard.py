@@ -39,11 +39,11 @@ def test_ks_and_psi_by_hand() -> None:
 
 
 def test_reasons_pick_largest_effects_with_direction() -> None:
-    import pandas as pd
-
     contrib = np.array([[0.5, -2.0, 0.1, 0.0, -1.0]])  # 4 features + bias
-    frame = pd.DataFrame({"a_b": [1.0], "c": pd.Categorical(["x"]), "d": [np.nan], "e": [3.0]})
-    (reasons,) = scorecard.reasons(contrib, list(frame.columns), frame, n=3)
+    X = np.array([[1.0, 0.0, np.nan, 3.0]])  # feature "c" is category 0 = "x"
+    levels = [None, ["x", "y"], None, None]
+    (reasons,) = scorecard.reasons(contrib, ["a_b", "c", "d", "e"], X, levels, n=3)
     assert [r["feature"] for r in reasons] == ["c", "a b", "d"]
     assert [r["direction"] for r in reasons] == ["lowers risk", "raises risk", "raises risk"]
-    assert reasons[0]["value"] == "x" and reasons[2]["value"] is None
+    assert reasons[0]["value"] == "x" and reasons[1]["value"] == 1.0
+    assert reasons[2]["value"] is None

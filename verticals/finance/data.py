@@ -140,13 +140,16 @@ def _first_non_numeric(col: pd.Series) -> object:
     return bad.iloc[0] if len(bad) else None
 
 
-def to_features(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input") -> pd.DataFrame:
-    """Columns in model order and dtype; missing optional columns become missing values."""
-    out = {}
-    n = len(frame)
-    for name in schema.numeric:
+def to_matrix(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input") -> np.ndarray:
+    """Features as LightGBM sees them: one float column per feature in model order, with
+    categories as their codes. Missing columns, missing values and unseen categories are NaN.
+
+    Scoring from this matrix gives the same numbers as from the typed frame, and skips
+    LightGBM's per-call pandas handling (milliseconds per request).
+    """
+    out = np.full((len(frame), len(schema.features)), np.nan)
+    for j, name in enumerate(schema.numeric):
         if name not in frame.columns:
-            out[name] = np.full(n, np.nan, dtype="float64")
             continue
         col = frame[name]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
@@ -155,16 +158,23 @@ def to_features(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input"
                 bad = _first_non_numeric(col)
                 raise UserError(f"{where}: column {name!r} must be numeric; found {bad!r}")
             col = converted
-        out[name] = col.to_numpy(dtype="float64", na_value=np.nan)
-    for name, levels in schema.categorical.items():
-        dtype = pd.CategoricalDtype(levels)
-        if name not in frame.columns:
-            out[name] = pd.Categorical([None] * n, dtype=dtype)
-        else:
-            col = frame[name]
-            values = col.astype("string").to_numpy(dtype=object, na_value=None) if len(col) else []
-            out[name] = pd.Categorical(values, dtype=dtype)
-    return pd.DataFrame(out, index=frame.index)
+        out[:, j] = col.to_numpy(dtype="float64", na_value=np.nan)
+    for j, (name, levels) in enumerate(schema.categorical.items(), start=len(schema.numeric)):
+        if name in frame.columns and len(frame):
+            codes = pd.Index(levels).get_indexer(frame[name].astype("string"))
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+    return out
+
+
+def to_features(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input") -> pd.DataFrame:
+    """The typed frame LightGBM trains on: floats, and pandas categoricals with fixed levels."""
+    matrix = to_matrix(frame, schema, where)
+    n_numeric = len(schema.numeric)
+    columns: dict[str, object] = {name: matrix[:, j] for j, name in enumerate(schema.numeric)}
+    for j, (name, levels) in enumerate(schema.categorical.items(), start=n_numeric):
+        codes = np.nan_to_num(matrix[:, j], nan=-1).astype("int32")
+        columns[name] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(levels))
+    return pd.DataFrame(columns, index=frame.index)
 
 
 def split(frame: pd.DataFrame, y: np.ndarray, cfg: DictConfig, seed: int) -> tuple[list, str]:

@@ -17,7 +17,7 @@ from shared.contract import RunContext, Splits
 from shared.errors import UserError
 from verticals.finance import scorecard
 from verticals.finance.config import ScorecardConfig
-from verticals.finance.data import FeatureSchema, to_features
+from verticals.finance.data import FeatureSchema, to_matrix
 from verticals.finance.metrics import score_bins
 
 MODEL_FILE = "lightgbm.txt"
@@ -36,10 +36,10 @@ class FinanceModel:
     best_iteration: int
     lightgbm_device: str
 
-    def pd(self, X: pd.DataFrame) -> np.ndarray:
+    def pd(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return self.booster.predict(X, num_iteration=self.best_iteration, **_threads(len(X)))
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return self.booster.predict(
             X, num_iteration=self.best_iteration, pred_contrib=True, **_threads(len(X))
         )
@@ -142,11 +142,9 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     return model
 
 
-def _score(
-    model: FinanceModel, frame: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """Typed features, PD/score/grade columns, and the SHAP contributions."""
-    X = to_features(frame, model.schema)
+def _score(model: FinanceModel, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Feature matrix, PD/score/grade columns, and the SHAP contributions."""
+    X = to_matrix(frame, model.schema)
     contrib = model.contributions(X)
     pd_ = 1.0 / (1.0 + np.exp(-contrib.sum(axis=1)))  # SHAP values add up to the log-odds
     points = scorecard.scores(pd_, model.card)
@@ -161,7 +159,9 @@ def _score(
 def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
     """PD, score, grade and up to `n_reasons` reasons (feature, value, direction) per row."""
     X, out, contrib = _score(model, frame)
-    out["reasons"] = scorecard.reasons(contrib, model.schema.features, X, model.card.n_reasons)
+    schema = model.schema
+    levels = [None] * len(schema.numeric) + list(schema.categorical.values())
+    out["reasons"] = scorecard.reasons(contrib, schema.features, X, levels, model.card.n_reasons)
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 
 from verticals.finance.config import ScorecardConfig
 
@@ -46,35 +45,37 @@ def top_reasons(contrib: np.ndarray, features: list[str], n: int) -> tuple[np.nd
     return names, np.where(effects == 0.0, np.nan, np.round(effects, 4))
 
 
-def _cell_values(frame: pd.DataFrame) -> list[list[object]]:
-    """Each column as a list of plain Python values (None for missing), read once."""
+def _cell_values(X: np.ndarray, levels: list[list[str] | None]) -> list[list[object]]:
+    """Each feature's values as plain Python (category names, floats; None when missing)."""
     columns = []
-    for name in frame.columns:
-        col = frame[name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            cats = np.asarray(col.cat.categories, dtype=object)
-            codes = col.cat.codes.to_numpy()
-            columns.append([None if c < 0 else cats[c] for c in codes.tolist()])
+    for j, names in enumerate(levels):
+        values = X[:, j].tolist()
+        if names is None:
+            columns.append([None if v != v else v for v in values])
         else:
-            arr = col.to_numpy(dtype="float64", na_value=np.nan)
-            columns.append([None if v != v else v for v in arr.tolist()])
+            columns.append([None if v != v else names[int(v)] for v in values])
     return columns
 
 
 def reasons(
-    contrib: np.ndarray, features: list[str], frame: pd.DataFrame, n: int
+    contrib: np.ndarray,
+    features: list[str],
+    X: np.ndarray,
+    levels: list[list[str] | None],
+    n: int,
 ) -> list[list[dict[str, object]]]:
     """Up to `n` principal reasons per applicant from LightGBM's SHAP contributions.
 
     `contrib` is LightGBM's `pred_contrib` output (one column per feature plus the bias), in
     log-odds. Reasons are the largest contributions by size, each with its direction.
-    `frame` holds the typed features in model order (numeric, then categorical).
+    `X` is the feature matrix in model order (`data.to_matrix`); `levels` gives each
+    feature's category names, or None for a numeric feature.
     """
     values = contrib[:, : len(features)]
     top = np.argsort(-np.abs(values), axis=1)[:, :n]
     effects = np.round(np.take_along_axis(values, top, axis=1), 4).tolist()
     names = [readable(f) for f in features]
-    cells = _cell_values(frame)
+    cells = _cell_values(X, levels)
     out = []
     for row, (cols, row_effects) in enumerate(zip(top.tolist(), effects, strict=True)):
         out.append(
