@@ -7,6 +7,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from shared.bundle import Bundle
+from shared.errors import UserError
 from shared.tables import TableWriter, check_readable, count_rows, iter_batches
 
 
@@ -30,7 +31,12 @@ def predict_file(
     bar = tqdm(total=count_rows(input_path), unit="rows", desc="predict", disable=not progress)
     try:
         for frame in iter_batches(input_path, batch_size):
-            result = bundle.vertical.predict_table(bundle.model, frame)
+            try:
+                result = bundle.vertical.predict_table(bundle.model, frame)
+            except UserError as exc:  # say where in the file
+                rows = f"rows {done + 1}-{done + len(frame)}"
+                detail = exc.message.removeprefix("input: ")
+                raise UserError(f"{input_path} ({rows}): {detail}") from None
             if keep_columns:
                 kept = frame[[c for c in keep_columns if c in frame.columns]].reset_index(drop=True)
                 result = kept.join(result.reset_index(drop=True), rsuffix="_pred")

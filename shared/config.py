@@ -12,6 +12,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from shared.errors import UserError
+
 
 @dataclass
 class TrainerConfig:
@@ -44,3 +46,16 @@ def register_core_configs() -> None:
     store_schema("trainer", TrainerConfig)
     store_schema("paths", PathsConfig)
     store_schema("serve", ServeConfig)
+
+
+def require_int(value: Any, key: str, minimum: int | None = None) -> int:
+    """`value` of a top-level key (seed, batch_size) as an int, or a `UserError` naming it."""
+    try:
+        number = int(value)
+        if isinstance(value, float | bool) or (isinstance(value, str) and not value.strip()):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value!r}; expected a whole number") from None
+    if minimum is not None and number < minimum:
+        raise UserError(f"{key}={number}; expected at least {minimum}")
+    return number

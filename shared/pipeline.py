@@ -6,6 +6,7 @@ Hydra's compose API. Neither knows which vertical runs.
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from shared import registry
+from shared.config import require_int
 from shared.contract import RunContext, Splits, Vertical
 from shared.device import resolve_device
 from shared.logs import log_to_file
@@ -32,6 +34,14 @@ class TrainResult:
     vertical: Vertical
 
 
+def _context(cfg: DictConfig, out_dir: Path, log: logging.Logger) -> RunContext:
+    """Seed everything and resolve the device: what every vertical step starts from."""
+    seed = require_int(cfg.seed, "seed")
+    seed_everything(seed)
+    device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
+    return RunContext(run_dir=out_dir, device=device, seed=seed, log=log)
+
+
 def train(cfg: DictConfig, run_dir: Path | None = None) -> TrainResult:
     """Load data, fit, evaluate on the test split, save, write the card, move LATEST."""
     vertical = registry.get(cfg.vertical)
@@ -39,10 +49,9 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     with log_to_file(run_dir / "train.log") as log:
-        seed_everything(int(cfg.seed))
-        device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
+        ctx = _context(cfg, run_dir, log)
+        device = ctx.device
         log.info("%s: run %s on %s", vertical.name, run_dir, device)
-        ctx = RunContext(run_dir=run_dir, device=device, seed=int(cfg.seed), log=log)
 
         started = time.perf_counter()
         splits = vertical.load_data(cfg)
@@ -78,9 +87,7 @@ def evaluate(cfg: DictConfig, run_dir: Path, out_dir: Path | None = None) -> dic
     out_dir = out_dir or run_dir / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     with log_to_file(out_dir / "evaluate.log") as log:
-        seed_everything(int(cfg.seed))
-        device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
-        ctx = RunContext(run_dir=out_dir, device=device, seed=int(cfg.seed), log=log)
+        ctx = _context(cfg, out_dir, log)
         model = vertical.load(run_dir / "model")
         splits = vertical.load_data(cfg)
         metrics = vertical.evaluate(model, splits.test, ctx)

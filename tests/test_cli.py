@@ -124,6 +124,7 @@ def test_cfg_job_prints_config_without_training(tmp_path: Path) -> None:
         (["train", "banking"], "unknown vertical 'banking'"),
         (["predict", "finance", "input=a.csv", "output=b.csv"], "no bundle found"),
         (["fly", "finance"], "unknown command 'fly'"),
+        (["train", "finance", "seed=abc"], "seed='abc'; expected a whole number"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str):

@@ -123,3 +123,13 @@ def test_german_credit_default_config(tmp_path: Path) -> None:
     result = pipeline.train(finance_cfg(tmp_path))
     assert result.splits.info["rows"] == 1000
     assert result.metrics["roc_auc"] > 0.72  # published: 0.75-0.80 (5-fold); one split is noisy
+
+
+def test_batch_errors_name_file_and_rows(finance_run: pipeline.TrainResult, tmp_path: Path):
+    from shared.errors import UserError
+
+    bundle = load_bundle(write_bundle(finance_run.run_dir, tmp_path / "bundles"))
+    pd.DataFrame({"age": [30, 40, "old"]}).to_csv(tmp_path / "apps.csv", index=False)
+    with pytest.raises(UserError, match=r"apps\.csv \(rows 3-3\): column 'age' must be numeric"):
+        predict_file(bundle, tmp_path / "apps.csv", tmp_path / "out.csv", 2, progress=False)
+    assert not (tmp_path / "out.csv").exists()

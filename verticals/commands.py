@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from shared import pipeline
 from shared.bundle import load_bundle, write_bundle
-from shared.errors import UserError
+from shared.config import require_int
 from shared.runs import latest, resolve_run
 
 
@@ -65,8 +65,7 @@ def serve(cfg: DictConfig) -> None:
 
     bundle = load_bundle(_bundle_dir(cfg))  # verify once, before any worker starts
     serve = cfg.serve
-    if serve.workers < 1:
-        raise UserError(f"serve.workers={serve.workers}; expected 1 or more")
+    require_int(serve.workers, "serve.workers", minimum=1)
     print(f"serving {cfg.vertical} {bundle.model_version} on http://{serve.host}:{serve.port}/docs")
     options = {"host": serve.host, "port": serve.port, "log_level": serve.log_level}
     if serve.workers == 1:
@@ -79,10 +78,9 @@ def serve(cfg: DictConfig) -> None:
 def predict(cfg: DictConfig) -> int:
     from shared.batch import predict_file
 
+    batch_size = require_int(cfg.batch_size, "batch_size", minimum=1)
     bundle = load_bundle(_bundle_dir(cfg))
-    if cfg.batch_size < 1:
-        raise UserError(f"batch_size={cfg.batch_size}; expected a positive number of rows")
-    rows = predict_file(bundle, cfg.input, cfg.output, cfg.batch_size, list(cfg.keep_columns))
+    rows = predict_file(bundle, cfg.input, cfg.output, batch_size, list(cfg.keep_columns))
     print(f"{cfg.vertical}: scored {rows} rows with {bundle.model_version} -> {cfg.output}")
     return rows
 
