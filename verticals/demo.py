@@ -54,7 +54,9 @@ def main(overrides: Sequence[str] = (), rows: int = 200) -> list[dict[str, objec
     for name in names:
         log.info("demo: %s", name)
         results.append(run_vertical(name, overrides, rows))
-    print("\nVerticals demo: each vertical trained, evaluated, packaged and served a batch\n")
+    print(
+        "\nVerticals demo: each vertical trained, evaluated, packaged, and scored from its bundle\n"
+    )
     print(format_table(results))
     for r in results:
         print(f"\n{r['vertical']}: {r['metrics']}")
