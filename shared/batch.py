@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from shared.bundle import Bundle
 from shared.errors import UserError
-from shared.tables import TableWriter, check_readable, count_rows, iter_batches
+from shared.tables import TableWriter, check_readable, count_rows, iter_batches, table_format
 
 
 def predict_file(
@@ -22,27 +23,42 @@ def predict_file(
     """Score every row of `input_path` and write the predictions to `output_path`.
 
     Columns named in `keep_columns` (an id, say) are copied in front of the predictions.
-    Returns the number of rows scored.
+    Returns the number of rows scored; the output appears only once every row is written.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     check_readable(input_path, "input")
+    if input_path.resolve() == output_path.resolve():
+        raise UserError(f"output={output_path} is the input file; choose another name")
+    keep = list(keep_columns or [])
+    text_ids = table_format(input_path) == "csv"
     writer = TableWriter(output_path)
     done = 0
     bar = tqdm(total=count_rows(input_path), unit="rows", desc="predict", disable=not progress)
     try:
         for frame in iter_batches(input_path, batch_size):
+            if frame.empty:
+                continue
+            if done == 0:
+                _check_keep(keep, frame, input_path)
             try:
                 result = bundle.vertical.predict_table(bundle.model, frame)
             except UserError as exc:  # say where in the file
                 rows = f"rows {done + 1}-{done + len(frame)}"
                 detail = exc.message.removeprefix("input: ")
                 raise UserError(f"{input_path} ({rows}): {detail}") from None
-            if keep_columns:
-                kept = frame[[c for c in keep_columns if c in frame.columns]].reset_index(drop=True)
-                result = kept.join(result.reset_index(drop=True), rsuffix="_pred")
+            if keep:
+                clash = sorted(set(keep) & set(result.columns))
+                if clash:
+                    raise UserError(f"keep_columns {clash} clash with prediction columns")
+                kept = frame[keep].reset_index(drop=True)
+                if text_ids:  # CSV chunks infer types one by one: text keeps ids one type
+                    kept = kept.astype("string")
+                result = pd.concat([kept, result.reset_index(drop=True)], axis=1)
             writer.write(result)
             done += len(frame)
             bar.update(len(frame))
+        if done == 0:
+            raise UserError(f"input {input_path} has no rows to score")
     except BaseException:
         writer.abort()
         raise
@@ -50,3 +66,9 @@ def predict_file(
         bar.close()
     writer.close()
     return done
+
+
+def _check_keep(keep: list[str], frame: pd.DataFrame, path: Path) -> None:
+    missing = [c for c in keep if c not in frame.columns]
+    if missing:
+        raise UserError(f"keep_columns {missing} are not columns of {path}")

@@ -29,7 +29,10 @@ from shared.runs import mark_latest, write_json
 
 MANIFEST = "manifest.json"
 _COPIED = ("config.yaml", "metrics.json", "run.json", "model_card.md")
-_CORE_LIBS = ("verticals", "numpy", "pandas", "pydantic", "fastapi", "hydra-core")
+_CORE_LIBS = (
+    "numpy", "pandas", "pyarrow", "pydantic", "hydra-core", "omegaconf",
+    "fastapi", "uvicorn", "prometheus-client", "python-multipart",
+)  # fmt: skip
 
 
 @dataclass
@@ -90,10 +93,9 @@ CMD ["uvicorn", "serve:app", "--host", "0.0.0.0", "--port", "8000"]
 """
 
 
-def _requirements(vertical: str, versions: dict[str, str]) -> str:
-    pins = [f"{n}=={v}" for n, v in versions.items() if n not in ("python", "verticals")]
-    head = f"verticals[{vertical},serve]=={versions.get('verticals', '0.1.0')}"
-    return "\n".join([head, *pins]) + "\n"
+def _requirements(versions: dict[str, str]) -> str:
+    """Pins for the serving image: the vertical's distribution and every library it used."""
+    return "\n".join(f"{n}=={v}" for n, v in versions.items() if n != "python") + "\n"
 
 
 def write_bundle(run_dir: Path, bundles_dir: Path, vertical: Vertical | None = None) -> Path:
@@ -120,10 +122,12 @@ def write_bundle(run_dir: Path, bundles_dir: Path, vertical: Vertical | None = N
             "response": vertical.response_schema(model).model_json_schema(),
         }
         (tmp / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")
-        versions = _versions([*_CORE_LIBS, *vertical.library_versions()])
+        versions = _versions(
+            [registry.distribution(vertical.name), *_CORE_LIBS, *vertical.library_versions()]
+        )
         (tmp / "serve.py").write_text(_serve_entry(vertical.name))
         (tmp / "Dockerfile").write_text(_dockerfile(vertical.name, versions))
-        (tmp / "requirements.txt").write_text(_requirements(vertical.name, versions))
+        (tmp / "requirements.txt").write_text(_requirements(versions))
         files = {
             p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
@@ -153,9 +157,15 @@ def bundle_name(run_dir: Path) -> str:
 def _swap_into_place(tmp: Path, final: Path) -> None:
     """Rename `tmp` to `final`; an existing bundle is moved aside first, then removed."""
     old = final.parent / f".{final.name}.old-{os.getpid()}"
-    if final.exists():
+    had_old = final.exists()
+    if had_old:
         os.replace(final, old)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if had_old:
+            os.replace(old, final)  # put the previous bundle back
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -166,8 +176,15 @@ def verify(path: Path) -> dict[str, Any]:
         raise UserError(
             f"{path} is not a bundle (no {MANIFEST}); create one with `verticals package`"
         )
-    manifest = json.loads(manifest_path.read_text())
-    for rel, expected in manifest["files"].items():
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = dict(manifest["files"])
+        manifest["vertical"], manifest["model_version"]  # noqa: B018 - required keys
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"bundle {path}: {MANIFEST} is damaged ({exc}); package the run again"
+        ) from None
+    for rel, expected in files.items():
         file = path / rel
         if not file.is_file():
             raise UserError(f"bundle {path} is missing {rel}, which its manifest lists")

@@ -26,6 +26,14 @@ def available() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=GROUP)} | _registered.keys())
 
 
+def distribution(name: str) -> str:
+    """The installed distribution that provides vertical `name` (what a bundle pins)."""
+    for ep in entry_points(group=GROUP):
+        if ep.name == name and ep.dist is not None:
+            return ep.dist.name
+    return "verticals"
+
+
 def get(name: str) -> Vertical:
     """The vertical called `name`, instantiated once per process."""
     if name in _registered:

@@ -23,7 +23,7 @@ LATEST = "LATEST"
 def new_run_dir(runs_dir: str | Path, vertical: str) -> Path:
     """A fresh, timestamped run directory under `<runs_dir>/<vertical>/`."""
     base = Path(runs_dir) / vertical
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     path = base / stamp
     n = 1
     while path.exists():
@@ -40,6 +40,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; runs and bundles are shared artefacts
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -69,6 +70,8 @@ def resolve_run(path: str | None, runs_dir: str | Path, vertical: str) -> Path:
     """An explicit run directory, or the latest run of `vertical`."""
     if path:
         run = Path(path)
+        if (run / "manifest.json").is_file():
+            raise UserError(f"run={path} is a bundle, not a run; give the run it was made from")
         if not (run / "config.yaml").is_file():
             raise UserError(f"run={path} is not a run directory (no config.yaml in it)")
         return run.resolve()

@@ -116,7 +116,8 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
 
     def _score(payload: list[Any]) -> pd.DataFrame:
         items = records.validate_python(payload)
-        return vertical.predict(model, pd.DataFrame([item.model_dump() for item in items]))
+        rows = [item.model_dump(by_alias=True) for item in items]  # aliases = column names
+        return vertical.predict(model, pd.DataFrame(rows))
 
     single = record.model_json_schema()
     body_schema = {"anyOf": [single, {"type": "array", "items": single}]}
@@ -134,8 +135,8 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
     async def predict(request: Request) -> Any:
         try:
             payload = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _unprocessable(f"body is not valid JSON: {exc}")
+        except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
+            return _unprocessable(f"body is not valid JSON: {str(exc)[:200]}")
         if isinstance(payload, dict):
             payload, prefix = [payload], ()
         elif isinstance(payload, list):
@@ -158,16 +159,19 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
         return {"model_version": bundle.model_version, "predictions": frame.to_dict("records")}
 
     @app.post("/feedback")
-    def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> dict[str, Any]:
+    def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> Any:
         """Record observed outcomes (e.g. `{"id": ..., "outcome": 1}`) for monitoring/retraining."""
-        feedback_path.parent.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().isoformat(timespec="seconds")
+        lines = []
+        for i, item in enumerate(items):
+            record = {**item, "received": stamp, "model_version": bundle.model_version}
+            try:
+                lines.append(json.dumps(record, allow_nan=False) + "\n")
+            except ValueError:
+                return _unprocessable(f"feedback[{i}] holds NaN or Infinity; send null instead")
+        feedback_path.parent.mkdir(parents=True, exist_ok=True)
         with feedback_path.open("a") as fh:
-            for item in items:
-                fh.write(
-                    json.dumps({"received": stamp, "model_version": bundle.model_version, **item})
-                    + "\n"
-                )
+            fh.writelines(lines)
         return {"stored": len(items)}
 
     @app.get("/metrics")

@@ -53,9 +53,12 @@ def read_table(path: str | Path, what: str = "file") -> pd.DataFrame:
 
 def count_rows(path: Path) -> int | None:
     """Row count without loading the table (exact for Parquet, None for CSV)."""
-    if table_format(path) == "parquet":
+    if table_format(path) != "parquet":
+        return None
+    try:
         return pq.ParquetFile(path).metadata.num_rows
-    return None
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(f"{path} could not be read as parquet: {exc}") from None
 
 
 def iter_batches(path: str | Path, batch_size: int, what: str = "input") -> Iterator[pd.DataFrame]:
@@ -93,22 +96,27 @@ class TableWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.kind = table_format(self.path, "output")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot write output {self.path}: {exc.strerror or exc}") from None
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self._parquet: pq.ParquetWriter | None = None
         self._first = True
 
     def write(self, frame: pd.DataFrame) -> None:
         frame = nested_as_json(frame)
-        if self.kind == "csv":
-            frame.to_csv(
-                self.tmp, mode="w" if self._first else "a", header=self._first, index=False
-            )
-        else:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
-            self._parquet.write_table(table.cast(self._parquet.schema))
+        try:
+            if self.kind == "csv":
+                mode = "w" if self._first else "a"
+                frame.to_csv(self.tmp, mode=mode, header=self._first, index=False)
+            else:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if self._parquet is None:
+                    self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+                self._parquet.write_table(table.cast(self._parquet.schema))
+        except OSError as exc:
+            raise UserError(f"cannot write output {self.path}: {exc.strerror or exc}") from None
         self._first = False
 
     def close(self) -> None:

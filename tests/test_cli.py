@@ -125,6 +125,8 @@ def test_cfg_job_prints_config_without_training(tmp_path: Path) -> None:
         (["predict", "finance", "input=a.csv", "output=b.csv"], "no bundle found"),
         (["fly", "finance"], "unknown command 'fly'"),
         (["train", "finance", "seed=abc"], "seed='abc'; expected a whole number"),
+        (["predict", "finance", "input=a.csv"], "Missing mandatory value: output"),
+        (["train", "finance", "scorecard.pdo=0"], "scorecard.base_odds and scorecard.pdo"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str):
@@ -132,4 +134,4 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], me
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr

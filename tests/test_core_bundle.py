@@ -110,7 +110,7 @@ def test_batch_predict_file(toy_run: pipeline.TrainResult, tmp_path: Path) -> No
     pd.DataFrame({"id": range(7), "x": [-1, 1] * 3 + [5]}).to_csv(tmp_path / "in.csv", index=False)
     rows = predict_file(bundle, tmp_path / "in.csv", tmp_path / "out.parquet", 3, ["id"], False)
     out = pd.read_parquet(tmp_path / "out.parquet")
-    assert rows == 7 and out["id"].tolist() == list(range(7))
+    assert rows == 7 and out["id"].astype(int).tolist() == list(range(7))
     assert out["label"].tolist() == [0, 1, 0, 1, 0, 1, 1]
 
 

@@ -19,7 +19,7 @@ def test_points_scale() -> None:
 
 
 def test_grades_use_lower_bounds() -> None:
-    card = ScorecardConfig(grades={"A": 680, "B": 640, "C": 0})
+    card = ScorecardConfig(grades=[["A", 680], ["B", 640], ["C", 0]])
     points = np.array([700, 680, 679, 640, 100, -50])
     assert scorecard.grades(points, card).tolist() == ["A", "A", "B", "B", "C", "C"]
 

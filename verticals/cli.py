@@ -99,10 +99,37 @@ def run_guarded(func: Callable[[], Any]) -> Any:
             os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
+# Hydra's flags that take a value (`--info` takes one only from its list of choices).
+_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name",
+                "-cd", "--config-dir", "--experimental-rerun"}  # fmt: skip
+_INFO_CHOICES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Overrides and flags apart: Hydra's parser takes the overrides as one run of
+    positionals, so they go together before the flags, whatever order the user typed."""
+    overrides: list[str] = []
+    flags: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            flags.append(arg)
+            takes = arg in _VALUE_FLAGS or (
+                arg in ("-i", "--info") and i + 1 < len(args) and args[i + 1] in _INFO_CHOICES
+            )
+            if takes and i + 1 < len(args):
+                i += 1
+                flags.append(args[i])
+        i += 1
+    return overrides, flags
+
+
 def _run_hydra(command: str, vertical: str, args: Sequence[str]) -> Any:
     import hydra
 
-    from shared.errors import UserError
     from verticals import commands
     from verticals.configs import conf_dir, register_configs, vertical_overrides
 
@@ -112,16 +139,13 @@ def _run_hydra(command: str, vertical: str, args: Sequence[str]) -> Any:
     def task(cfg: Any) -> Any:
         try:  # handled here so Hydra does not add its own "Error executing job" line
             return command_func(cfg)
-        except UserError as exc:
+        except _user_error_types() as exc:
             if os.environ.get("VERTICALS_FULL_ERROR") == "1":
                 raise
-            fail(str(exc))
+            fail(_one_line(exc))
 
     main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=command)(task)
-    # Hydra's parser takes the overrides as one run of positionals: keep them together,
-    # before any flags (`-m`, `--cfg job`, `--info`), whatever order the user typed.
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
-    flags = [a for a in args if a not in overrides]
+    overrides, flags = split_args(args)
     saved = sys.argv
     sys.argv = [
         f"verticals {command} {vertical}",

@@ -41,14 +41,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     run = resolve_run(cfg.run, cfg.paths.runs_dir, cfg.vertical)
-    saved = pipeline.load_run_config(run)
-    data_overridden = any(o.lstrip("+~").startswith("data") for o in _user_overrides())
-    merged = OmegaConf.merge(saved, {"trainer": cfg.trainer, "seed": cfg.seed})
-    if data_overridden:
-        merged.data = cfg.data
-    metrics = pipeline.evaluate(merged, run)
+    metrics = pipeline.evaluate(evaluation_config(cfg, pipeline.load_run_config(run)), run)
     print(f"{cfg.vertical} ({run.name}): {pipeline.format_metrics(metrics, limit=20)}")
     return metrics
+
+
+def evaluation_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
+    """The run's own config (data, seed: so the test split is the run's), with this
+    command's device and whatever the user overrode: `data=<option>` takes that option whole,
+    `data.<key>=...` and `seed=...` change just that key."""
+    merged = OmegaConf.merge(saved, {"trainer": cfg.trainer})
+    for override in _user_overrides():
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key == "data":
+            merged.data = cfg.data
+        elif key.startswith("data.") or key == "seed":
+            OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)
+    return merged
 
 
 def package(cfg: DictConfig) -> Path:
@@ -78,10 +87,13 @@ def serve(cfg: DictConfig) -> None:
 def predict(cfg: DictConfig) -> int:
     from shared.batch import predict_file
 
+    source, target = cfg.input, cfg.output  # settings first: cheap to check, no model loaded
     batch_size = require_int(cfg.batch_size, "batch_size", minimum=1)
     bundle = load_bundle(_bundle_dir(cfg))
-    rows = predict_file(bundle, cfg.input, cfg.output, batch_size, list(cfg.keep_columns))
-    print(f"{cfg.vertical}: scored {rows} rows with {bundle.model_version} -> {cfg.output}")
+    keep = cfg.keep_columns
+    keep = [keep] if isinstance(keep, str) else list(keep or [])  # keep_columns=id works too
+    rows = predict_file(bundle, source, target, batch_size, keep)
+    print(f"{cfg.vertical}: scored {rows} rows with {bundle.model_version} -> {target}")
     return rows
 
 

@@ -31,7 +31,8 @@ def conf_dir() -> Path:
 
 def vertical_overrides(vertical: str) -> list[str]:
     """The overrides that select `vertical` and put its config groups on the search path."""
-    return [f"vertical={vertical}", f"hydra.searchpath=[file://{conf_dir() / vertical}]"]
+    path = str(conf_dir() / vertical).replace("\\", "\\\\").replace("'", "\\'")
+    return [f"vertical={vertical}", f"hydra.searchpath=['file://{path}']"]  # quoted: any path
 
 
 def register_configs(vertical: str) -> None:

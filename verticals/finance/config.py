@@ -55,9 +55,17 @@ class ScorecardConfig:
     base_score: float = 600.0
     base_odds: float = 50.0
     pdo: float = 20.0
-    # Lowest score of each grade, best first; scores below the last bound get the last grade.
-    grades: dict[str, float] = field(
-        default_factory=lambda: {"A": 640, "B": 600, "C": 560, "D": 520, "E": 480, "F": 0}
+    # [grade, lowest score] pairs, best first; scores below the last bound get the last grade.
+    # A list, so an override replaces the whole scale: scorecard.grades=[[X,700],[Y,0]].
+    grades: list[Any] = field(
+        default_factory=lambda: [
+            ["A", 640],
+            ["B", 600],
+            ["C", 560],
+            ["D", 520],
+            ["E", 480],
+            ["F", 0],
+        ]
     )
     n_reasons: int = 4
 

@@ -116,13 +116,13 @@ def infer_schema(frame: pd.DataFrame, cfg: DictConfig, where: str) -> FeatureSch
                     "expected numbers (or declare it in data.categorical)"
                 )
             numeric.append(name)
-        elif pd.api.types.is_datetime64_any_dtype(col):
+        elif pd.api.types.is_datetime64_any_dtype(col) or _looks_like_dates(col):
             raise UserError(
                 f"{where}: column {name!r} holds dates; set data.date_column={name} for an "
                 f"out-of-time split, or add it to data.drop"
             )
         else:
-            levels = sorted(map(str, col.dropna().unique()))
+            levels = sorted(level_strings(col).dropna().unique())
             if len(levels) > 1000:
                 raise UserError(
                     f"{where}: column {name!r} has {len(levels)} distinct text values; an id? "
@@ -134,10 +134,26 @@ def infer_schema(frame: pd.DataFrame, cfg: DictConfig, where: str) -> FeatureSch
     return FeatureSchema(numeric, categorical)
 
 
+def _looks_like_dates(col: pd.Series) -> bool:
+    """Text that is ISO dates (2024-01-31, 2024-01-31T09:00): a CSV's date column."""
+    sample = col.dropna().astype("string").head(200)
+    if sample.empty or not sample.str.match(r"^\d{4}-\d{2}-\d{2}").all():
+        return False
+    return bool(pd.to_datetime(sample, errors="coerce", format="ISO8601").notna().all())
+
+
 def _first_non_numeric(col: pd.Series) -> object:
     converted = pd.to_numeric(col, errors="coerce")
     bad = col[converted.isna() & col.notna()]
     return bad.iloc[0] if len(bad) else None
+
+
+def level_strings(col: pd.Series) -> pd.Series:
+    """Category values as text, the same whatever the dtype: 36, 36.0 and "36" are "36"."""
+    if pd.api.types.is_float_dtype(col):
+        whole = col.notna() & (col == col.round())
+        col = col.astype(object).where(~whole, col.round().astype("Int64").astype(object))
+    return col.astype("string")
 
 
 def to_matrix(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input") -> np.ndarray:
@@ -161,7 +177,7 @@ def to_matrix(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input") 
         out[:, j] = col.to_numpy(dtype="float64", na_value=np.nan)
     for j, (name, levels) in enumerate(schema.categorical.items(), start=len(schema.numeric)):
         if name in frame.columns and len(frame):
-            codes = pd.Index(levels).get_indexer(frame[name].astype("string"))
+            codes = pd.Index(levels).get_indexer(level_strings(frame[name]))
             out[:, j] = np.where(codes < 0, np.nan, codes)
     return out
 
@@ -189,18 +205,31 @@ def split(frame: pd.DataFrame, y: np.ndarray, cfg: DictConfig, seed: int) -> tup
         if dates.isna().any():
             raise UserError(f"column {cfg.date_column!r} has values that are not dates")
         order = np.argsort(dates.to_numpy(), kind="stable")
-        n_test = int(round(len(idx) * cfg.test_size))
-        n_val = int(round((len(idx) - n_test) * cfg.val_size))
-        train, val, test = (
-            order[: -n_test - n_val],
-            order[-n_test - n_val : -n_test],
-            order[-n_test:],
-        )
+        n_test = max(int(round(len(idx) * cfg.test_size)), 1)
+        n_val = max(int(round((len(idx) - n_test) * cfg.val_size)), 1)
+        n_train = len(idx) - n_test - n_val
+        train, val, test = order[:n_train], order[n_train:-n_test], order[-n_test:]
         cutoff = dates.iloc[test[0]].date()
-        return [train, val, test], f"out-of-time on {cfg.date_column} (test from {cutoff})"
-    rest, test = train_test_split(idx, test_size=cfg.test_size, random_state=seed, stratify=y)
-    train, val = train_test_split(rest, test_size=cfg.val_size, random_state=seed, stratify=y[rest])
-    return [np.sort(train), np.sort(val), np.sort(test)], "stratified random"
+        parts = [train, val, test]
+        how = f"out-of-time on {cfg.date_column} (test from {cutoff})"
+    else:
+        if min(np.bincount(y, minlength=2)) < 3:
+            raise UserError(
+                f"the target has {int(y.sum())} defaults in {len(y)} rows; at least 3 of each "
+                "class are needed to split into train, validation and test"
+            )
+        rest, test = train_test_split(idx, test_size=cfg.test_size, random_state=seed, stratify=y)
+        train, val = train_test_split(
+            rest, test_size=cfg.val_size, random_state=seed, stratify=y[rest]
+        )
+        parts, how = [np.sort(train), np.sort(val), np.sort(test)], "stratified random"
+    for name, part in zip(("train", "validation", "test"), parts, strict=True):
+        if len(set(y[part].tolist())) < 2:
+            raise UserError(
+                f"the {name} split ({len(part)} rows, {how}) holds only one outcome; "
+                "use more data or change data.test_size / data.val_size"
+            )
+    return parts, how
 
 
 def load_splits(cfg: DictConfig, seed: int) -> Splits:

@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from verticals.finance import scorecard
-from verticals.finance.data import Part
+from verticals.finance.data import Part, to_matrix
 from verticals.finance.metrics import classification_metrics, psi, psi_band
 from verticals.finance.model import FinanceModel
 from verticals.finance.plots import plot_all
 
 
 def evaluate(model: FinanceModel, part: Part, plots_dir: Path | None = None) -> dict[str, float]:
-    pd_ = model.pd(part.X)
+    pd_ = model.pd(to_matrix(part.X, model.schema))  # the model's columns, by name
     points = scorecard.scores(pd_, model.card)
     metrics = classification_metrics(part.y, pd_)
     metrics["psi"] = psi(model.psi_edges, model.psi_expected, points)
@@ -41,7 +41,7 @@ def describe(model: FinanceModel, metrics: dict[str, float]) -> str:
         f"LightGBM binary classifier, {model.best_iteration} trees (early stopping), trained on "
         f"{model.lightgbm_device}. Scores: {card.base_score:g} points at good:bad odds "
         f"{card.base_odds:g}:1, {card.pdo:g} points to double the odds; grades "
-        f"{', '.join(f'{g} >= {v:g}' for g, v in card.grades.items())}.\n\n"
+        f"{', '.join(f'{g} >= {v:g}' for g, v in card.grades)}.\n\n"
         f"Score stability (PSI, test vs train): {metrics.get('psi', float('nan')):.3f} "
         f"({band}).\n\n"
         f"### Largest drivers (share of total gain)\n\n| feature | gain |\n| --- | --- |\n{top}\n\n"

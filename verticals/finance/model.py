@@ -100,6 +100,8 @@ def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray,
 def _train(
     params: dict, train: lgb.Dataset, val: lgb.Dataset, cfg: DictConfig, log: logging.Logger
 ) -> lgb.Booster:
+    if cfg.num_boost_round < 1 or cfg.early_stopping_rounds < 1:
+        raise UserError("model.num_boost_round and model.early_stopping_rounds must be >= 1")
     return lgb.train(
         params,
         train,
@@ -117,6 +119,8 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     """Train with early stopping on the validation split, on the GPU when one is usable."""
     schema: FeatureSchema = splits.info["schema"]
     train, val = splits.train, splits.val
+    card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))
+    scorecard.check(card)  # before training, not after
     params = lightgbm_params(cfg.model, schema, train.y, ctx.seed)
     lgb.register_logger(ctx.log)
     categorical = list(schema.categorical)
@@ -130,10 +134,12 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
         except lgb.basic.LightGBMError as exc:
             ctx.log.warning("LightGBM GPU learner unavailable (%s); training on CPU", exc)
     if device == "cpu":
-        booster = _train(params, dtrain, dval, cfg.model, ctx.log)
+        try:
+            booster = _train(params, dtrain, dval, cfg.model, ctx.log)
+        except lgb.basic.LightGBMError as exc:  # a parameter LightGBM refuses
+            raise UserError(f"LightGBM refused the model settings: {exc}") from None
     best = booster.best_iteration or booster.current_iteration()
     ctx.log.info("LightGBM ran on %s; best iteration %d", device, best)
-    card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))
     model = FinanceModel(booster, schema, card, np.array([]), np.array([]), best, device)
     baseline = train.X
     if len(baseline) > PSI_SAMPLE:  # deciles are stable long before every row is scored
@@ -167,6 +173,12 @@ def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
 
 def predict_table(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
     """The same scores with flat reason columns: `reason_k` (feature) and `reason_k_log_odds`."""
+    present = [f for f in model.schema.features if f in frame.columns]
+    if not present:
+        raise UserError(
+            f"none of the model's {len(model.schema.features)} feature columns is in the input "
+            f"(expected e.g. {', '.join(model.schema.features[:5])})"
+        )
     _, out, contrib = _score(model, frame)
     names, effects = scorecard.top_reasons(contrib, model.schema.features, model.card.n_reasons)
     for k in range(names.shape[1]):

@@ -30,12 +30,14 @@ class Prediction(BaseModel):
 
 
 def applicant_model(schema: FeatureSchema) -> type[BaseModel]:
+    """One applicant: every training column, each optional. Fields carry the column name as
+    their alias, so any column name works (`_id`, `model_config`, `loan amount`)."""
     fields: dict[str, Any] = {}
-    for name in schema.numeric:
-        fields[name] = (float | None, Field(default=None, description="numeric"))
-    for name, levels in schema.categorical.items():
-        kind: Any = Literal[tuple(levels)] if len(levels) <= MAX_ENUM_LEVELS else str
-        fields[name] = (kind | None, Field(default=None, description="categorical"))
-    return create_model(
-        "Applicant", __config__=ConfigDict(extra="forbid", protected_namespaces=()), **fields
-    )
+    for j, name in enumerate(schema.numeric):
+        fields[f"f{j}"] = (float | None, Field(default=None, alias=name, description="numeric"))
+    for j, (name, levels) in enumerate(schema.categorical.items(), start=len(schema.numeric)):
+        small = 0 < len(levels) <= MAX_ENUM_LEVELS
+        kind: Any = Literal[tuple(levels)] if small else str
+        fields[f"f{j}"] = (kind | None, Field(default=None, alias=name, description="categorical"))
+    config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=False)
+    return create_model("Applicant", __config__=config, **fields)
