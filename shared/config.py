@@ -19,7 +19,6 @@ from shared.errors import UserError
 class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    num_workers: int = 2
 
 
 @dataclass
