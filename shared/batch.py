@@ -9,7 +9,10 @@ from tqdm.auto import tqdm
 
 from shared.bundle import Bundle
 from shared.errors import UserError
+from shared.logs import get_logger
 from shared.tables import TableWriter, check_readable, count_rows, iter_batches, table_format
+
+log = get_logger("batch")
 
 
 def predict_file(
@@ -40,6 +43,7 @@ def predict_file(
                 continue
             if done == 0:
                 _check_keep(keep, frame, input_path)
+                _warn_missing(bundle, frame, input_path)
             try:
                 result = bundle.vertical.predict_table(bundle.model, frame)
             except UserError as exc:  # say where in the file
@@ -66,6 +70,19 @@ def predict_file(
         bar.close()
     writer.close()
     return done
+
+
+def _warn_missing(bundle: Bundle, frame: pd.DataFrame, path: Path) -> None:
+    """Say which model inputs the file lacks: they are scored as missing, which is legal
+    but rarely what a user meant."""
+    fields = bundle.vertical.request_schema(bundle.model).model_fields
+    expected = [field.alias or name for name, field in fields.items()]
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        shown = ", ".join(missing[:8]) + (
+            f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        )
+        log.warning("%s lacks %d model input(s), scored as missing: %s", path, len(missing), shown)
 
 
 def _check_keep(keep: list[str], frame: pd.DataFrame, path: Path) -> None:

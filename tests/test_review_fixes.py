@@ -106,8 +106,11 @@ def test_run_argument_refuses_a_bundle(finance_run, tmp_path: Path) -> None:
         resolve_run(str(bundle), tmp_path, "finance")
 
 
-def test_batch_input_problems(finance_run, tmp_path: Path) -> None:
+def test_batch_input_problems(finance_run, tmp_path: Path, caplog) -> None:
     bundle = load_bundle(write_bundle(finance_run.run_dir, tmp_path / "b"))
+    pd.DataFrame({"age": [30, 50]}).to_csv(tmp_path / "part.csv", index=False)
+    predict_file(bundle, tmp_path / "part.csv", tmp_path / "p.csv", progress=False)
+    assert "lacks 10 model input(s), scored as missing: income" in caplog.text
     pd.DataFrame({"foo": [1, 2]}).to_csv(tmp_path / "wrong.csv", index=False)
     with pytest.raises(UserError, match="none of the model's"):
         predict_file(bundle, tmp_path / "wrong.csv", tmp_path / "o.csv", progress=False)

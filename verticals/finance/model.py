@@ -201,6 +201,13 @@ def save(model: FinanceModel, directory: Path) -> None:
     (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _card(saved: dict[str, Any]) -> ScorecardConfig:
+    grades = saved.get("grades")
+    if isinstance(grades, dict):  # models saved before grades became [grade, bound] pairs
+        saved = {**saved, "grades": [[g, b] for g, b in grades.items()]}
+    return ScorecardConfig(**saved)
+
+
 def load(directory: Path) -> FinanceModel:
     meta_path, model_path = directory / META_FILE, directory / MODEL_FILE
     if not meta_path.is_file() or not model_path.is_file():
@@ -210,7 +217,7 @@ def load(directory: Path) -> FinanceModel:
     return FinanceModel(
         booster=booster,
         schema=FeatureSchema.from_dict(meta["schema"]),
-        card=ScorecardConfig(**meta["scorecard"]),
+        card=_card(meta["scorecard"]),
         psi_edges=np.array(meta["psi_edges"]),
         psi_expected=np.array(meta["psi_expected"]),
         best_iteration=int(meta["best_iteration"]),
