@@ -21,7 +21,7 @@ from shared.config import require_int
 from shared.contract import RunContext, Splits, Vertical
 from shared.device import resolve_device
 from shared.logs import log_to_file
-from shared.runs import mark_latest, new_run_dir, read_json, write_atomic, write_json
+from shared.runs import mark_latest, new_run_dir, timestamp, write_atomic, write_json
 from shared.seeding import seed_everything
 
 
@@ -84,7 +84,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> TrainResult:
 def evaluate(cfg: DictConfig, run_dir: Path, out_dir: Path | None = None) -> dict[str, float]:
     """Re-score a trained run on the test split of `cfg.data`; write metrics and plots."""
     vertical = registry.get(cfg.vertical)
-    out_dir = out_dir or run_dir / "evaluations" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out_dir = out_dir or run_dir / "evaluations" / timestamp()
     out_dir.mkdir(parents=True, exist_ok=True)
     with log_to_file(out_dir / "evaluate.log") as log:
         ctx = _context(cfg, out_dir, log)
@@ -100,10 +100,6 @@ def load_run_config(run_dir: Path) -> DictConfig:
     cfg = OmegaConf.load(run_dir / "config.yaml")
     assert isinstance(cfg, DictConfig)
     return cfg
-
-
-def run_metrics(run_dir: Path) -> dict[str, float]:
-    return read_json(run_dir / "metrics.json")
 
 
 def format_metrics(metrics: dict[str, Any], limit: int = 8) -> str:

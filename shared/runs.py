@@ -20,10 +20,15 @@ from shared.errors import UserError
 LATEST = "LATEST"
 
 
+def timestamp() -> str:
+    """Folder names that sort by time and do not collide (to the microsecond)."""
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+
+
 def new_run_dir(runs_dir: str | Path, vertical: str) -> Path:
     """A fresh, timestamped run directory under `<runs_dir>/<vertical>/`."""
     base = Path(runs_dir) / vertical
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    stamp = timestamp()
     path = base / stamp
     n = 1
     while path.exists():
@@ -91,10 +96,6 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(_clean(data), indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
 
 
 def save_figure(fig: Any, path: Path) -> Path:

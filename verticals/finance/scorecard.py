@@ -50,17 +50,23 @@ def readable(feature: str) -> str:
     return feature.replace("_", " ")
 
 
-def top_reasons(contrib: np.ndarray, features: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised reasons: readable feature names and signed log-odds, largest effect first.
+def _ranked(contrib: np.ndarray, n_features: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of the `n` largest |SHAP| per row, and their log-odds (4 decimals).
 
-    A zero effect (a feature that played no part) leaves its slot empty (None, NaN).
+    An effect that rounds to zero played no part: callers leave its slot empty.
     """
-    values = contrib[:, : len(features)]
+    values = contrib[:, :n_features]
     top = np.argsort(-np.abs(values), axis=1)[:, :n]
-    effects = np.take_along_axis(values, top, axis=1)
+    return top, np.round(np.take_along_axis(values, top, axis=1), 4)
+
+
+def top_reasons(contrib: np.ndarray, features: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised reasons for files: readable feature names and signed log-odds, largest
+    effect first; an empty slot is (None, NaN)."""
+    top, effects = _ranked(contrib, len(features), n)
     names = np.array([readable(f) for f in features], dtype=object)[top]
     names[effects == 0.0] = None
-    return names, np.where(effects == 0.0, np.nan, np.round(effects, 4))
+    return names, np.where(effects == 0.0, np.nan, effects)
 
 
 def _cell_values(X: np.ndarray, levels: list[list[str] | None]) -> list[list[object]]:
@@ -89,13 +95,11 @@ def reasons(
     `X` is the feature matrix in model order (`data.to_matrix`); `levels` gives each
     feature's category names, or None for a numeric feature.
     """
-    values = contrib[:, : len(features)]
-    top = np.argsort(-np.abs(values), axis=1)[:, :n]
-    effects = np.round(np.take_along_axis(values, top, axis=1), 4).tolist()
+    top, effects = _ranked(contrib, len(features), n)
     names = [readable(f) for f in features]
     cells = _cell_values(X, levels)
     out = []
-    for row, (cols, row_effects) in enumerate(zip(top.tolist(), effects, strict=True)):
+    for row, (cols, row_effects) in enumerate(zip(top.tolist(), effects.tolist(), strict=True)):
         out.append(
             [
                 {
