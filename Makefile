@@ -28,6 +28,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/finance.py
+	$(BIN)/python benchmarks/medical.py
 
 clean:
-	rm -rf runs bundles feedback
+	rm -rf runs bundles feedback cache

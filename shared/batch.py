@@ -1,15 +1,19 @@
-"""Batch prediction: a bundle over a CSV/Parquet file, in batches, with a progress bar."""
+"""Batch prediction with a bundle, with a progress bar: a CSV/Parquet file in batches (record
+verticals), or a folder of files one by one (file verticals)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from shared.bundle import Bundle
+from shared.contract import FileVertical
 from shared.errors import UserError
 from shared.logs import get_logger
+from shared.runs import write_atomic
 from shared.tables import TableWriter, check_readable, count_rows, iter_batches, table_format
 
 log = get_logger("batch")
@@ -89,3 +93,54 @@ def _check_keep(keep: list[str], frame: pd.DataFrame, path: Path) -> None:
     missing = [c for c in keep if c not in frame.columns]
     if missing:
         raise UserError(f"keep_columns {missing} are not columns of {path}")
+
+
+def predict_folder(
+    bundle: Bundle,
+    input_path: str | Path,
+    output_dir: str | Path,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run a file vertical's bundle over a folder (or one file) of inputs.
+
+    Writes `<output_dir>/<input stem><output suffix>` per input and `predictions.csv` with
+    one summary row per input. A file that cannot be read is logged and listed in the table's
+    `error` column while the others go on; the command fails at the end, naming them.
+    """
+    vertical = bundle.vertical
+    if not isinstance(vertical, FileVertical):
+        raise UserError(f"{vertical.name} scores tables: give input=<file.csv|.parquet>")
+    source, out = Path(input_path), Path(output_dir)
+    if not source.exists():
+        raise UserError(f"input {source} does not exist")
+    files = [source] if vertical.matches(source) else vertical.find_inputs(source)
+    if source.is_file() and not files:
+        raise UserError(f"input {source} is not a {'/'.join(vertical.input_suffixes)} file")
+    if not files:
+        endings = ", ".join(vertical.input_suffixes)
+        raise UserError(f"input {source} holds no {vertical.name} inputs (files ending {endings})")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output={out} is a file; give a folder for the {vertical.name} outputs")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for path in tqdm(files, unit="file", desc="predict", disable=not progress):
+        name = vertical.stem(path)
+        try:
+            result = vertical.predict_path(bundle.model, path)
+        except UserError as exc:
+            log.error("%s: %s", path, exc.message)
+            failed.append(f"{path.name} ({exc.message})")
+            rows.append({"input": str(path), "output": None, "error": exc.message})
+            continue
+        target = out / f"{name}{result.suffix}"
+        write_atomic(target, result.content)
+        rows.append({"input": str(path), "output": str(target), **result.summary, "error": None})
+    table = pd.json_normalize(rows, sep="_")
+    write_atomic(out / "predictions.csv", table.to_csv(index=False))
+    if failed:
+        shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+        raise UserError(
+            f"{len(failed)} of {len(files)} inputs failed, the rest are in {out}: {shown}"
+        )
+    return table

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from shared import registry
-from shared.contract import Vertical
+from shared.contract import FileVertical, Vertical
 from shared.errors import UserError
 from shared.runs import mark_latest, write_json
 
@@ -95,7 +95,22 @@ CMD ["uvicorn", "serve:app", "--host", "0.0.0.0", "--port", "8000"]
 
 def _requirements(versions: dict[str, str]) -> str:
     """Pins for the serving image: the vertical's distribution and every library it used."""
-    return "\n".join(f"{n}=={v}" for n, v in versions.items() if n != "python") + "\n"
+    # A local label (torch's `+cu130`) names a build, not an index release: pin the release.
+    pins = [f"{n}=={v.split('+')[0]}" for n, v in versions.items() if n != "python"]
+    return "\n".join(pins) + "\n"
+
+
+def io_schema(vertical: Vertical, model: Any) -> dict[str, Any]:
+    """JSON schemas of what `/predict` takes and gives (a file vertical takes an upload)."""
+    if isinstance(vertical, FileVertical):
+        request: dict[str, Any] = {
+            "type": "file",
+            "multipart_field": "file",
+            "file_endings": list(vertical.input_suffixes),
+        }
+    else:
+        request = vertical.request_schema(model).model_json_schema()
+    return {"request": request, "response": vertical.response_schema(model).model_json_schema()}
 
 
 def write_bundle(run_dir: Path, bundles_dir: Path, vertical: Vertical | None = None) -> Path:
@@ -117,11 +132,7 @@ def write_bundle(run_dir: Path, bundles_dir: Path, vertical: Vertical | None = N
                 shutil.copy2(run_dir / name, tmp / name)
         if (run_dir / "plots").is_dir():
             shutil.copytree(run_dir / "plots", tmp / "plots")
-        schema = {
-            "request": vertical.request_schema(model).model_json_schema(),
-            "response": vertical.response_schema(model).model_json_schema(),
-        }
-        (tmp / "schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+        (tmp / "schema.json").write_text(json.dumps(io_schema(vertical, model), indent=2) + "\n")
         versions = _versions(
             [registry.distribution(vertical.name), *_CORE_LIBS, *vertical.library_versions()]
         )

@@ -26,6 +26,7 @@ class PathsConfig:
     root_dir: str = "."
     runs_dir: str = "runs"
     bundles_dir: str = "bundles"
+    cache_dir: str = "cache"  # generated demo data and preprocessed-data caches
 
 
 @dataclass

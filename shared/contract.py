@@ -11,7 +11,7 @@ import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 from omegaconf import DictConfig
@@ -108,3 +108,60 @@ class Vertical(ABC):
     def library_versions(self) -> list[str]:
         """Distribution names whose versions go into a bundle's manifest."""
         return []
+
+
+@dataclass
+class FileOutput:
+    """The answer of a file vertical for one input file: a summary record and an output file."""
+
+    summary: dict[str, Any]  # JSON-able; validated against `response_schema` when served
+    content: bytes  # the output file itself (a mask, an annotated image)
+    suffix: str  # file name ending of `content`, e.g. ".nii.gz"
+    media_type: str = "application/octet-stream"
+
+
+class FileVertical(Vertical):
+    """A vertical whose inputs are files (volumes, images), not table rows.
+
+    Serving takes an upload and answers with the summary plus the output file; batch
+    prediction runs over a folder and writes one output file per input and a summary table.
+    The record methods of `Vertical` do not apply and say so.
+    """
+
+    #: File name endings this vertical reads, longest first (".nii.gz" before ".nii").
+    input_suffixes: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def predict_path(self, model: Any, path: Path) -> FileOutput:
+        """Predict for one input file; raise `UserError` for a corrupt or unsuitable file."""
+
+    @abstractmethod
+    def example_files(self, splits: Splits, n: int, directory: Path) -> list[Path]:
+        """Write up to `n` inputs from `splits.test` into `directory`, as a user would have them."""
+
+    def find_inputs(self, folder: Path) -> list[Path]:
+        """The input files under `folder` (default: those with one of `input_suffixes`)."""
+        return sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and self.matches(p)
+        )
+
+    def matches(self, path: Path) -> bool:
+        return any(path.name.lower().endswith(s) for s in self.input_suffixes)
+
+    def stem(self, path: Path) -> str:
+        """`path`'s name without the input suffix (`case_1.nii.gz` -> `case_1`)."""
+        for suffix in self.input_suffixes:
+            if path.name.lower().endswith(suffix):
+                return path.name[: -len(suffix)]
+        return path.stem
+
+    def request_schema(self, model: Any) -> type[BaseModel]:
+        raise NotImplementedError(f"{self.name} takes files, not records")
+
+    def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError(f"{self.name} takes files, not records: use predict_path")
+
+    def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
+        raise NotImplementedError(f"{self.name} takes files, not records: use example_files")

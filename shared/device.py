@@ -85,9 +85,10 @@ def resolve_device(requested: str = "auto", precision: str = "auto") -> Device:
             hint="use trainer.device=auto or trainer.device=cpu",
         )
     if cuda is None:
-        if precision in ("bf16", "fp16"):
-            raise UserError(f"trainer.precision={precision} needs a CUDA device; use fp32 on CPU")
-        return Device("cpu", "cpu", "fp32")
+        if precision == "fp16":
+            raise UserError("trainer.precision=fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+        # bf16 on CPU is opt-in: torch autocasts it, and it pays on CPUs with AVX-512 BF16/AMX.
+        return Device("cpu", "cpu", "bf16" if precision == "bf16" else "fp32")
     if precision == "auto":
         precision = "bf16" if _bf16_supported() else "fp16"
     return Device("cuda", cuda, precision)

@@ -38,13 +38,13 @@ def new_run_dir(runs_dir: str | Path, vertical: str) -> Path:
     return path
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so a reader sees the old file or the new one, never half."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write `content` to `path` so a reader sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as fh:
+            fh.write(content)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; runs and bundles are shared artefacts
         os.replace(tmp, path)
     except BaseException:

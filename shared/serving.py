@@ -8,15 +8,17 @@ Malformed input is answered 422 with a message that names the field, never 500.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, FastAPI, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -26,9 +28,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
-from shared.bundle import Bundle, load_bundle
+from shared.bundle import Bundle, io_schema, load_bundle
+from shared.contract import FileOutput, FileVertical
 from shared.errors import UserError
 from shared.logs import get_logger
 
@@ -62,15 +65,8 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     vertical, model = bundle.vertical, bundle.model
-    record = vertical.request_schema(model)
-    output = vertical.response_schema(model)
-    records = TypeAdapter(list[record])  # type: ignore[valid-type]
-    response = create_model(
-        "PredictResponse",
-        model_version=(str, ...),
-        predictions=(list[output], ...),  # type: ignore[valid-type]
-    )
     feedback_path = Path(feedback_dir or Path("feedback") / vertical.name) / "feedback.jsonl"
+    schema = io_schema(vertical, model)
 
     registry = CollectorRegistry()
     requests = Counter("verticals_requests", "HTTP requests", ["path", "status"], registry=registry)
@@ -108,11 +104,49 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
             "created": bundle.manifest.get("created"),
             "metrics": bundle.metrics,
             "versions": bundle.manifest.get("versions", {}),
-            "schema": {
-                "request": record.model_json_schema(),
-                "response": output.model_json_schema(),
-            },
+            "schema": schema,
         }
+
+    if isinstance(vertical, FileVertical):
+        _file_predict_route(app, bundle, scored)
+    else:
+        _records_predict_route(app, bundle, scored)
+
+    @app.post("/feedback")
+    def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> Any:
+        """Record observed outcomes (e.g. `{"id": ..., "outcome": 1}`) for monitoring/retraining."""
+        stamp = datetime.now().isoformat(timespec="seconds")
+        lines = []
+        for i, item in enumerate(items):
+            record = {**item, "received": stamp, "model_version": bundle.model_version}
+            try:
+                lines.append(json.dumps(record, allow_nan=False) + "\n")
+            except ValueError:
+                return _unprocessable(f"feedback[{i}] holds NaN or Infinity; send null instead")
+        feedback_path.parent.mkdir(parents=True, exist_ok=True)
+        with feedback_path.open("a") as fh:
+            fh.writelines(lines)
+        return {"stored": len(items)}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    _known = {route.path for route in app.routes}  # type: ignore[attr-defined]
+    return app
+
+
+def _records_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
+    """`POST /predict` for record verticals: one JSON record or a list of them."""
+    vertical, model = bundle.vertical, bundle.model
+    record = vertical.request_schema(model)
+    output = vertical.response_schema(model)
+    records = TypeAdapter(list[record])  # type: ignore[valid-type]
+    response = create_model(
+        "PredictResponse",
+        model_version=(str, ...),
+        predictions=(list[output], ...),  # type: ignore[valid-type]
+    )
 
     def _score(payload: list[Any]) -> pd.DataFrame:
         items = records.validate_python(payload)
@@ -158,28 +192,70 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
         scored.inc(len(frame))
         return {"model_version": bundle.model_version, "predictions": frame.to_dict("records")}
 
-    @app.post("/feedback")
-    def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> Any:
-        """Record observed outcomes (e.g. `{"id": ..., "outcome": 1}`) for monitoring/retraining."""
-        stamp = datetime.now().isoformat(timespec="seconds")
-        lines = []
-        for i, item in enumerate(items):
-            record = {**item, "received": stamp, "model_version": bundle.model_version}
-            try:
-                lines.append(json.dumps(record, allow_nan=False) + "\n")
-            except ValueError:
-                return _unprocessable(f"feedback[{i}] holds NaN or Infinity; send null instead")
-        feedback_path.parent.mkdir(parents=True, exist_ok=True)
-        with feedback_path.open("a") as fh:
-            fh.writelines(lines)
-        return {"stored": len(items)}
 
-    @app.get("/metrics")
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+class OutputFile(BaseModel):
+    name: str
+    media_type: str
+    base64: str
 
-    _known = {route.path for route in app.routes}  # type: ignore[attr-defined]
-    return app
+
+def _file_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
+    """`POST /predict` for file verticals: a multipart upload in; the summary and the output
+    file (base64 in JSON, or the raw file with `?format=file`) out."""
+    vertical, model = bundle.vertical, bundle.model
+    assert isinstance(vertical, FileVertical)
+    output = vertical.response_schema(model)
+    endings = ", ".join(vertical.input_suffixes)
+    response = create_model(
+        "PredictResponse",
+        model_version=(str, ...),
+        input=(str, ...),
+        prediction=(output, ...),
+        output_file=(OutputFile | None, None),
+    )
+
+    def _run(name: str, data: bytes) -> FileOutput:
+        with tempfile.TemporaryDirectory(prefix="verticals-upload-") as tmp:
+            path = Path(tmp) / name  # readers pick the format from the file name's ending
+            path.write_bytes(data)
+            return vertical.predict_path(model, path)
+
+    # Annotations are strings here (postponed evaluation): FastAPI resolves them against the
+    # module's globals, so they must not name this function's locals.
+    @app.post("/predict", response_model=response)
+    async def predict(
+        file: Annotated[UploadFile, File(description="one input file (endings: /metadata)")],
+        fmt: Annotated[
+            Literal["json", "file"],
+            Query(alias="format", description="json: summary + base64 file; file: raw file"),
+        ] = "json",
+    ) -> Any:
+        name = Path(file.filename or "").name
+        if not vertical.matches(Path(name)):
+            return _unprocessable(f"file {name!r} must end with one of: {endings}")
+        data = await file.read()
+        if not data:
+            return _unprocessable(f"file {name!r} is empty")
+        try:
+            result = await run_in_threadpool(_run, name, data)
+        except UserError as exc:
+            return _unprocessable(f"{name}: {exc.message}")
+        summary = output.model_validate(result.summary).model_dump(mode="json", by_alias=True)
+        scored.inc()
+        out_name = f"{vertical.stem(Path(name))}{result.suffix}"
+        if fmt == "file":
+            headers = {
+                "Content-Disposition": f'attachment; filename="{out_name}"',
+                "X-Prediction": json.dumps(summary),
+            }
+            return Response(result.content, media_type=result.media_type, headers=headers)
+        encoded = base64.b64encode(result.content).decode("ascii")
+        return {
+            "model_version": bundle.model_version,
+            "input": name,
+            "prediction": summary,
+            "output_file": {"name": out_name, "media_type": result.media_type, "base64": encoded},
+        }
 
 
 def app_from_env() -> FastAPI:

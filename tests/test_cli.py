@@ -135,3 +135,22 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], me
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
+
+
+def test_medical_train_package_predict_a_folder(tmp_path: Path) -> None:
+    """A folder of volumes in, a folder of masks and a volumes table out."""
+    pytest.importorskip("monai")
+    cli(tmp_path, "train", "medical", *FAST)
+    cli(tmp_path, "package", "medical")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for image in sorted((tmp_path / "cache" / "medical").glob("phantoms-*/imagesTr/*.nii.gz"))[:2]:
+        (scans / image.name).write_bytes(image.read_bytes())
+    proc = cli(tmp_path, "predict", "medical", "input=scans", "output=masks")
+    assert "2 inputs" in proc.stdout
+    masks = sorted(p.name for p in (tmp_path / "masks").glob("*.nii.gz"))
+    assert masks == sorted(p.name for p in scans.iterdir())
+    table = pd.read_csv(tmp_path / "masks" / "predictions.csv")
+    assert {"input", "output", "volumes_ml_organ", "error"} <= set(table.columns)
+    bad = cli(tmp_path, "predict", "medical", "input=nowhere", "output=m2", check=False)
+    assert bad.returncode == 2 and "input nowhere does not exist" in bad.stderr

@@ -36,7 +36,9 @@ def test_cuda_requested_without_gpu_is_a_user_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(UserError, match="not one of"):
         device_mod.resolve_device("tpu")
     with pytest.raises(UserError, match="needs a CUDA device"):
-        device_mod.resolve_device("cpu", "bf16")
+        device_mod.resolve_device("cpu", "fp16")
+    assert device_mod.resolve_device("cpu", "bf16").precision == "bf16"  # CPU autocast
+    assert device_mod.resolve_device("cpu").precision == "fp32"
 
 
 def test_seeding_repeats_numpy() -> None:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from shared import pipeline
 from shared.bundle import load_bundle, write_bundle
 from shared.config import require_int
+from shared.contract import FileVertical
 from shared.runs import latest, resolve_run
 
 
@@ -85,11 +86,15 @@ def serve(cfg: DictConfig) -> None:
 
 
 def predict(cfg: DictConfig) -> int:
-    from shared.batch import predict_file
+    from shared.batch import predict_file, predict_folder
 
     source, target = cfg.input, cfg.output  # settings first: cheap to check, no model loaded
     batch_size = require_int(cfg.batch_size, "batch_size", minimum=1)
     bundle = load_bundle(_bundle_dir(cfg))
+    if isinstance(bundle.vertical, FileVertical):
+        table = predict_folder(bundle, source, target)
+        print(f"{cfg.vertical}: {len(table)} inputs with {bundle.model_version} -> {target}")
+        return len(table)
     keep = cfg.keep_columns
     keep = [keep] if isinstance(keep, str) else list(keep or [])  # keep_columns=id works too
     rows = predict_file(bundle, source, target, batch_size, keep)

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shared import pipeline, registry
-from shared.batch import predict_file
+from shared.batch import predict_file, predict_folder
 from shared.bundle import load_bundle, write_bundle
+from shared.contract import FileVertical
 from shared.logs import get_logger
 from verticals.configs import compose
 
@@ -23,11 +24,20 @@ def run_vertical(name: str, overrides: Sequence[str], rows: int) -> dict[str, ob
     result = pipeline.train(cfg)
     evaluated = pipeline.evaluate(cfg, result.run_dir)
     bundle_dir = write_bundle(result.run_dir, Path(cfg.paths.bundles_dir), result.vertical)
-    inputs = result.vertical.example_inputs(result.splits, rows)
-    sample = result.run_dir / "demo_inputs.parquet"
-    inputs.to_parquet(sample, index=False)
-    out = result.run_dir / "demo_predictions.parquet"
-    predict_file(load_bundle(bundle_dir), sample, out, progress=False)
+    bundle = load_bundle(bundle_dir)
+    if isinstance(result.vertical, FileVertical):
+        folder = result.run_dir / "demo_inputs"
+        files = result.vertical.example_files(result.splits, min(rows, 4), folder)
+        out = result.run_dir / "demo_predictions"
+        predict_folder(bundle, folder, out, progress=False)
+        scored = f"{len(files)} files -> {out.name}/"
+    else:
+        inputs = result.vertical.example_inputs(result.splits, rows)
+        sample = result.run_dir / "demo_inputs.parquet"
+        inputs.to_parquet(sample, index=False)
+        out = result.run_dir / "demo_predictions.parquet"
+        predict_file(bundle, sample, out, progress=False)
+        scored = f"{len(inputs)} rows -> {out.name}"
     metric = result.vertical.headline_metric
     return {
         "vertical": name,
@@ -35,7 +45,7 @@ def run_vertical(name: str, overrides: Sequence[str], rows: int) -> dict[str, ob
         "metrics": pipeline.format_metrics(evaluated, limit=4),
         "run": str(result.run_dir),
         "bundle": str(bundle_dir),
-        "predictions": f"{len(inputs)} rows -> {out.name}",
+        "predictions": scored,
     }
 
 

@@ -1,0 +1,251 @@
+"""Medical vertical: phantoms -> UNet -> Dice; Decathlon checks; bundle, API and folder runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("monai")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from shared import pipeline  # noqa: E402
+from shared.batch import predict_folder  # noqa: E402
+from shared.bundle import load_bundle, write_bundle  # noqa: E402
+from shared.errors import UserError  # noqa: E402
+from shared.serving import create_app  # noqa: E402
+from verticals.configs import compose  # noqa: E402
+from verticals.medical.decathlon import check_cases, read_task  # noqa: E402
+from verticals.medical.metrics import dice_per_label  # noqa: E402
+from verticals.medical.synthetic import phantom  # noqa: E402
+
+# Small enough for CI's two cores, big enough that the UNet must learn the organ's shape.
+TINY = [
+    "data.n_cases=10",
+    "data.shape=[32,32,32]",
+    "data.roi_size=[24,24,24]",
+    "data.samples_per_volume=4",
+    "training.epochs=40",
+    "training.val_every=10",
+    "training.batch_size=4",
+    "training.lr=1e-2",
+]
+
+
+def medical_cfg(root: Path, *overrides: str):
+    return compose("train", "medical", [f"paths.root_dir={root}", "trainer.device=cpu", *overrides])
+
+
+@pytest.fixture(scope="session")
+def medical_run(tmp_path_factory: pytest.TempPathFactory) -> pipeline.TrainResult:
+    return pipeline.train(medical_cfg(tmp_path_factory.mktemp("medical"), *TINY))
+
+
+@pytest.fixture(scope="session")
+def medical_bundle(medical_run: pipeline.TrainResult, tmp_path_factory: pytest.TempPathFactory):
+    return load_bundle(write_bundle(medical_run.run_dir, tmp_path_factory.mktemp("bundles")))
+
+
+def write_nifti(path: Path, array: np.ndarray, spacing: float = 1.0) -> Path:
+    nib.save(nib.Nifti1Image(array, np.diag([spacing, spacing, spacing, 1.0])), path)
+    return path
+
+
+def test_phantoms_plant_structures_a_threshold_cannot_separate() -> None:
+    image, label = phantom((48, 48, 48), np.random.default_rng(3))
+    assert set(np.unique(label)) >= {0, 1, 3}
+    organ = image[label == 1].mean()
+    # distractors as dense as the organ exist outside it: intensity alone over-segments
+    lookalike = (np.abs(image - organ) < 30) & (label == 0)
+    assert lookalike.sum() > 0.2 * (label == 1).sum()
+    if (label == 2).any():  # the lesion is as dense as plain tissue
+        tissue = image[(label == 0) & (image > -500)].mean()
+        assert abs(image[label == 2].mean() - tissue) < 30
+
+
+def test_training_learns_the_organ(medical_run: pipeline.TrainResult) -> None:
+    m = medical_run.metrics
+    assert m["dice_organ"] > 0.6, m
+    assert m["dice_mean"] > 0.3, m
+    assert np.isfinite(m["hd95_organ"])
+    run = medical_run.run_dir
+    for name in (
+        "cases.csv",
+        "history.csv",
+        "plots/overlays.png",
+        "plots/training_curve.png",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "model/weights.pt",
+    ):
+        assert (run / name).is_file(), name
+    assert "Dice" in (run / "model_card.md").read_text()
+
+
+def test_resume_continues_the_run(medical_run: pipeline.TrainResult, tmp_path: Path) -> None:
+    cfg = medical_cfg(
+        tmp_path, *TINY, "training.epochs=41", f"training.resume={medical_run.run_dir}"
+    )
+    result = pipeline.train(cfg)
+    history = (result.run_dir / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 1 + 41  # header + the first run's 40 epochs + one more
+    assert result.metrics["dice_organ"] > 0.5
+
+
+def test_bundle_round_trip_gives_identical_masks(
+    medical_run: pipeline.TrainResult, medical_bundle, tmp_path: Path
+) -> None:
+    vertical = medical_run.vertical
+    image = Path(medical_run.splits.test[0]["image"])
+    direct = vertical.predict_path(medical_run.model, image)
+    packaged = medical_bundle.vertical.predict_path(medical_bundle.model, image)
+    a = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(direct.content)).dataobj)
+    b = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(packaged.content)).dataobj)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == nib.load(image).shape  # in the input's own grid
+    assert direct.summary == packaged.summary
+    truth = np.asarray(nib.load(medical_run.splits.test[0]["label"]).dataobj)
+    assert dice_per_label(a, truth, {1: "organ"})["organ"] > 0.5
+
+
+def test_api_takes_a_volume_and_returns_mask_and_volumes(
+    medical_run: pipeline.TrainResult, medical_bundle, tmp_path: Path
+) -> None:
+    client = TestClient(create_app(medical_bundle, feedback_dir=tmp_path))
+    path = Path(medical_run.splits.test[0]["image"])
+    files = {"file": (path.name, path.read_bytes(), "application/gzip")}
+    body = client.post("/predict", files=files).json()
+    assert set(body["prediction"]["volumes_ml"]) == {"organ", "lesion", "vessel"}
+    assert body["prediction"]["volumes_ml"]["organ"] > 0
+    assert body["output_file"]["name"] == path.name
+    raw = client.post("/predict?format=file", files=files)
+    assert raw.status_code == 200 and raw.headers["content-type"] == "application/gzip"
+    mask = nib.Nifti1Image.from_bytes(gzip.decompress(raw.content))
+    assert mask.shape == nib.load(path).shape
+    assert json.loads(raw.headers["x-prediction"])["shape"] == list(mask.shape)
+    meta = client.get("/metadata").json()
+    assert meta["schema"]["request"]["file_endings"] == [".nii.gz", ".nii"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("broken.nii.gz", b"not a volume at all", "cannot be read"),
+        ("scan.png", b"\x89PNG", "must end with one of"),
+        ("empty.nii", b"", "is empty"),
+    ],
+)
+def test_api_rejects_bad_files(medical_bundle, name: str, content: bytes, message: str) -> None:
+    client = TestClient(create_app(medical_bundle))
+    response = client.post("/predict", files={"file": (name, content)})
+    assert response.status_code == 422
+    assert message in response.json()["message"]
+
+
+def test_api_rejects_a_2d_image(medical_bundle, tmp_path: Path) -> None:
+    flat = write_nifti(tmp_path / "slice.nii.gz", np.zeros((32, 32), dtype=np.int16))
+    client = TestClient(create_app(medical_bundle))
+    response = client.post("/predict", files={"file": (flat.name, flat.read_bytes())})
+    assert response.status_code == 422
+    assert "expected a 3-D volume" in response.json()["message"]
+
+
+def test_predict_folder_writes_masks_and_names_failures(
+    medical_run: pipeline.TrainResult, medical_bundle, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    files = medical_run.vertical.example_files(medical_run.splits, 2, inputs)
+    (inputs / "corrupt.nii.gz").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"1 of 3 inputs failed.*corrupt\.nii\.gz"):
+        predict_folder(medical_bundle, inputs, tmp_path / "out", progress=False)
+    for f in files:
+        assert (tmp_path / "out" / f.name).is_file()
+    table = (tmp_path / "out" / "predictions.csv").read_text()
+    assert "volumes_ml_organ" in table and "corrupt.nii.gz" in table
+
+
+# --- Decathlon loader: every fixable problem is named by case ---
+
+
+def decathlon(tmp_path: Path, cases: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    (tmp_path / "imagesTr").mkdir(parents=True)
+    (tmp_path / "labelsTr").mkdir()
+    training = []
+    for name, (image, label) in cases.items():
+        write_nifti(tmp_path / "imagesTr" / f"{name}.nii.gz", image)
+        write_nifti(tmp_path / "labelsTr" / f"{name}.nii.gz", label)
+        training.append(
+            {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"}
+        )
+    meta = {
+        "labels": {"0": "background", "1": "organ"},
+        "modality": {"0": "CT"},
+        "training": training,
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    return tmp_path
+
+
+def _pair(shape=(16, 16, 16), label_value: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    label = np.zeros(shape, dtype=np.uint8)
+    label[4:8, 4:8, 4:8] = label_value
+    return np.zeros(shape, dtype=np.int16), label
+
+
+def test_decathlon_missing_file_names_the_case(tmp_path: Path) -> None:
+    root = decathlon(tmp_path, {"case_a": _pair(), "case_b": _pair()})
+    (root / "labelsTr" / "case_b.nii.gz").unlink()
+    with pytest.raises(UserError, match=r"case_b \(label"):
+        read_task(root)
+
+
+def test_decathlon_shape_mismatch_names_the_case(tmp_path: Path) -> None:
+    image, _ = _pair((16, 16, 16))
+    _, label = _pair((16, 16, 12))
+    root = decathlon(tmp_path, {"case_a": _pair(), "bad_case": (image, label)})
+    with pytest.raises(UserError, match=r"case bad_case: image shape \(16, 16, 16\) differs"):
+        check_cases(read_task(root), progress=False)
+
+
+def test_decathlon_undeclared_label_names_the_case(tmp_path: Path) -> None:
+    root = decathlon(tmp_path, {"case_a": _pair(), "odd": _pair(label_value=7)})
+    with pytest.raises(UserError, match=r"case odd: .* value\(s\) 7 that dataset.json"):
+        check_cases(read_task(root), progress=False)
+
+
+def test_decathlon_bad_root_and_json(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="data.root is not set"):
+        read_task(None)
+    with pytest.raises(UserError, match="dataset.json is missing"):
+        read_task(tmp_path)
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        read_task(tmp_path)
+
+
+def test_config_typos_fail_at_compose(tmp_path: Path) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        medical_cfg(tmp_path, "training.epoch=3")
+    with pytest.raises(UserError, match="model.name='vnet'"):
+        from verticals.medical.networks import build
+
+        build({"name": "vnet"}, 1, 2)
+
+
+@pytest.mark.skipif(not os.environ.get("VERTICALS_DATA_DIR"), reason="VERTICALS_DATA_DIR not set")
+def test_reads_decathlon_hippocampus_as_is() -> None:
+    root = Path(os.environ["VERTICALS_DATA_DIR"]) / "hippocampus"
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+    task = read_task(root)
+    check_cases(task, progress=False)
+    assert len(task.cases) == 200 and not task.is_ct
+    assert task.labels == {0: "background", 1: "Anterior", 2: "Posterior"}
