@@ -134,7 +134,7 @@ def bench_pipeline(cfg: DictConfig, device: str, steps: int) -> dict[str, Any]:
     raw_chain = Compose(
         preprocessing(prep)
         + [SpatialPadd([IMAGE, LABEL], roi), crop]
-        + augmentation(roi, 1, 0.5, [0], bool(data.augment))[1:]
+        + augmentation(roi, 1, 0.5, [0], bool(data.augment), float(data.affine_prob))[1:]
     )
     raw_loader = DataLoader(
         Dataset(splits.train, raw_chain),

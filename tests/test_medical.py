@@ -34,7 +34,6 @@ TINY = [
     "training.epochs=40",
     "training.val_every=10",
     "training.batch_size=4",
-    "training.lr=1e-2",
 ]
 
 
@@ -249,3 +248,48 @@ def test_reads_decathlon_hippocampus_as_is() -> None:
     check_cases(task, progress=False)
     assert len(task.cases) == 200 and not task.is_ct
     assert task.labels == {0: "background", 1: "Anterior", 2: "Posterior"}
+
+
+def write_dicom_series(volume: np.ndarray, folder: Path, spacing=(1.0, 1.0, 2.0)) -> None:
+    """One CT slice per file, as a scanner exports a series."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series, study = generate_uid(), generate_uid()
+    for k in range(volume.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality = "CT"
+        ds.PatientID = "anon"
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+        ds.PixelSpacing = [spacing[1], spacing[0]]
+        ds.SliceThickness = spacing[2]
+        ds.ImagePositionPatient = [0.0, 0.0, k * spacing[2]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.InstanceNumber = k + 1
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+        ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()
+        ds.save_as(folder / f"slice_{k:03d}.dcm", enforce_file_format=True)
+
+
+def test_predicts_a_dicom_series_folder(medical_bundle, tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    image, _ = phantom((32, 32, 16), np.random.default_rng(5))
+    write_dicom_series(image, tmp_path / "scans" / "patient_1")
+    table = predict_folder(medical_bundle, tmp_path / "scans", tmp_path / "masks", progress=False)
+    assert table["error"].isna().all(), table["error"].tolist()
+    mask = nib.load(tmp_path / "masks" / "patient_1.nii.gz")
+    assert mask.shape == (32, 32, 16)
+    assert np.allclose(nib.affines.voxel_sizes(mask.affine), (1.0, 1.0, 2.0))

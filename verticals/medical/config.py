@@ -31,7 +31,10 @@ class MedicalDataConfig:
     roi_max: int = 128
     samples_per_volume: int = 2  # random patches drawn per volume and epoch
     pos_fraction: float = 0.67  # of patches centred on a labelled voxel
-    augment: bool = True
+    augment: bool = True  # flips and intensity jitter
+    # with augment: chance of a small rotation + zoom per patch. Off by default: in 8 CPU
+    # minutes on Hippocampus, 0.2 gave Dice 0.866/0.850 against 0.870/0.853 without.
+    affine_prob: float = 0.0
     cache: str = "memory"  # memory (CacheDataset) | disk (PersistentDataset) | none
     num_workers: int = 2  # loader threads for the random transforms
 
@@ -58,7 +61,7 @@ class MedicalTrainingConfig:
     epochs: int = 60
     max_minutes: float | None = None  # stop (and finish the schedule) by this wall time
     batch_size: int = 8
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     lambda_dice: float = 1.0

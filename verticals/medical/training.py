@@ -94,7 +94,12 @@ def datasets(
         head
         + indexing(roi)
         + augmentation(
-            roi, int(data.samples_per_volume), float(data.pos_fraction), flips, bool(data.augment)
+            roi,
+            int(data.samples_per_volume),
+            float(data.pos_fraction),
+            flips,
+            bool(data.augment),
+            float(data.affine_prob),
         )
     )
     val_chain = Compose(pre)

@@ -66,9 +66,15 @@ def indexing(roi: list[int]) -> list[Any]:
 
 
 def augmentation(
-    roi: list[int], samples: int, pos_fraction: float, flip_axes: list[int], augment: bool
+    roi: list[int],
+    samples: int,
+    pos_fraction: float,
+    flip_axes: list[int],
+    augment: bool,
+    affine_prob: float = 0.0,
 ) -> list[Any]:
     from monai.transforms import (
+        RandAffined,
         RandCropByPosNegLabeld,
         RandFlipd,
         RandScaleIntensityd,
@@ -87,6 +93,17 @@ def augmentation(
             bg_indices_key="label_bg",
         )
     ]
+    if augment and affine_prob > 0:  # small rotations and zooms, on the patch only
+        chain.append(
+            RandAffined(
+                [IMAGE, LABEL],
+                prob=affine_prob,
+                rotate_range=[0.26] * 3,  # +-15 degrees
+                scale_range=[0.1] * 3,
+                mode=["bilinear", "nearest"],
+                padding_mode="zeros",
+            )
+        )
     if augment:
         chain += [RandFlipd([IMAGE, LABEL], prob=0.5, spatial_axis=a) for a in flip_axes]
         chain += [
