@@ -218,7 +218,10 @@ def _file_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
         with tempfile.TemporaryDirectory(prefix="verticals-upload-") as tmp:
             path = Path(tmp) / name  # readers pick the format from the file name's ending
             path.write_bytes(data)
-            return vertical.predict_path(model, path)
+            try:
+                return vertical.predict_path(model, path)
+            except UserError as exc:  # the temporary folder means nothing to the client
+                raise UserError(exc.message.replace(str(path), name)) from None
 
     # Annotations are strings here (postponed evaluation): FastAPI resolves them against the
     # module's globals, so they must not name this function's locals.
@@ -239,7 +242,8 @@ def _file_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
         try:
             result = await run_in_threadpool(_run, name, data)
         except UserError as exc:
-            return _unprocessable(f"{name}: {exc.message}")
+            message = exc.message if name in exc.message else f"{name}: {exc.message}"
+            return _unprocessable(message)
         summary = output.model_validate(result.summary).model_dump(mode="json", by_alias=True)
         scored.inc()
         out_name = f"{vertical.stem(Path(name))}{result.suffix}"

@@ -135,7 +135,7 @@ def test_api_takes_a_volume_and_returns_mask_and_volumes(
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("broken.nii.gz", b"not a volume at all", "cannot be read"),
+        ("broken.nii.gz", b"not a volume at all", "cannot be read as a medical image: File"),
         ("scan.png", b"\x89PNG", "must end with one of"),
         ("empty.nii", b"", "is empty"),
     ],

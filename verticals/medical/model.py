@@ -91,15 +91,22 @@ def infer(model: MedicalModel, image: Any, mode: str = "gaussian") -> Any:
     return logits[0].float()
 
 
+def _root(exc: BaseException) -> str:
+    """The first line of the innermost cause: what the reader itself said."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def _load(model: MedicalModel, path: Path) -> tuple[Any, dict[str, Any]]:
     from monai.transforms import Compose
 
     chain = preprocessing(model.prep, with_label=False)
     try:
         loaded = Compose(chain[:2])({IMAGE: str(path)})
-    except Exception as exc:  # readers raise many types; the first line says what is wrong
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path.name} cannot be read as a medical image: {reason}") from None
+    except Exception as exc:  # readers raise many types, wrapped by Compose
+        raise UserError(f"{path.name} cannot be read as a medical image: {_root(exc)}") from None
     image = loaded[IMAGE]
     if image.ndim != 4:
         raise UserError(
