@@ -116,7 +116,9 @@ def bench_pipeline(cfg: DictConfig, device: str, steps: int) -> dict[str, Any]:
     log = logging.getLogger("bench")
 
     started = time.perf_counter()
-    train_ds, _, roi = datasets(cfg, splits, prep, networks.divisor(net_cfg), log)
+    train_ds, _, roi = datasets(
+        cfg, splits, prep, networks.divisor(net_cfg), log, None, networks.min_side(net_cfg)
+    )
     cache_seconds = time.perf_counter() - started
     suite = _steps(
         train_loader(cfg, train_ds, device), _network(cfg, n_labels, device), device, steps

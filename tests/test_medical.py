@@ -293,3 +293,46 @@ def test_predicts_a_dicom_series_folder(medical_bundle, tmp_path: Path) -> None:
     mask = nib.load(tmp_path / "masks" / "patient_1.nii.gz")
     assert mask.shape == (32, 32, 16)
     assert np.allclose(nib.affines.voxel_sizes(mask.affine), (1.0, 1.0, 2.0))
+
+
+@pytest.mark.parametrize(
+    ("net", "roi"),
+    [
+        ({"name": "segresnet", "init_filters": 8, "dropout": 0.0}, 16),
+        ({"name": "swinunetr", "feature_size": 12, "norm": "instance", "dropout": 0.0}, 64),
+    ],
+)
+def test_other_networks_train_on_a_patch(net: dict, roi: int) -> None:
+    import torch
+
+    from verticals.medical.networks import build, divisor, min_side
+
+    assert roi % divisor(net) == 0 and roi >= min_side(net)
+    network = build(net, 1, 4)
+    out = network(torch.randn(1, 1, roi, roi, roi))  # training mode: norms see the batch
+    assert tuple(out.shape) == (1, 4, roi, roi, roi)
+    out.mean().backward()
+
+
+def test_local_weights_load_by_name_and_shape(tmp_path: Path) -> None:
+    import torch
+
+    from verticals.medical.networks import build, load_weights
+
+    net = {
+        "name": "unet",
+        "channels": [8, 16],
+        "strides": [2],
+        "num_res_units": 1,
+        "norm": "instance",
+        "dropout": 0.0,
+    }
+    source = build(net, 1, 3)
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "pretrained.pt")
+    target = build(net, 1, 2)  # another label count: the output layer cannot load
+    loaded, total = load_weights(target, tmp_path / "pretrained.pt")
+    assert 0 < loaded < total
+    first = next(iter(source.state_dict()))
+    torch.testing.assert_close(target.state_dict()[first], source.state_dict()[first])
+    with pytest.raises(UserError, match="never downloaded"):
+        load_weights(target, tmp_path / "missing.pt")

@@ -20,6 +20,12 @@ def divisor(net: dict[str, Any]) -> int:
     return 32  # swinunetr: patch embedding + four merges
 
 
+def min_side(net: dict[str, Any]) -> int:
+    """The smallest patch side that leaves the bottleneck more than one voxel wide (instance
+    norm cannot train on a single voxel)."""
+    return 64 if net["name"] == "swinunetr" else 2 * divisor(net)
+
+
 def build(net: dict[str, Any], in_channels: int, out_channels: int) -> Any:
     """A fresh network from the model config (a plain dict, as saved with the model)."""
     from monai.networks.nets import SegResNet, SwinUNETR, UNet

@@ -63,6 +63,7 @@ def datasets(
     divisor: int,
     log: Any,
     roi: list[int] | None = None,
+    minimum: int = 16,
 ) -> tuple[Any, Any, list[int]]:
     """(train dataset, validation dataset, patch size), cached as `data.cache` says.
 
@@ -86,9 +87,12 @@ def datasets(
         planned = roi or data.roi_size
         shapes = [] if planned else [tuple(Compose(pre)(d)[IMAGE].shape) for d in source]
     given = roi or data.roi_size
-    roi = [int(r) for r in given] if given else plan_roi(shapes, divisor, data.roi_max)
-    if len(roi) != 3 or any(r % divisor for r in roi):
-        raise UserError(f"data.roi_size={roi}: give three sizes, each a multiple of {divisor}")
+    roi = [int(r) for r in given] if given else plan_roi(shapes, divisor, data.roi_max, minimum)
+    if len(roi) != 3 or any(r % divisor for r in roi) or min(roi) < minimum:
+        raise UserError(
+            f"data.roi_size={roi}: give three sizes, each a multiple of {divisor} and at least "
+            f"{minimum} for model.name={cfg.model.name}"
+        )
     flips = [0] if data.augment else []
     chain = Compose(
         head
@@ -194,7 +198,9 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> MedicalModel:
         loaded, total = networks.load_weights(network, net_cfg["weights"])
         log.info("weights: %d of %d tensors from %s", loaded, total, net_cfg["weights"])
     roi = resume["roi"] if resume else None  # a resumed run keeps its patch size
-    train_ds, val_ds, roi = datasets(cfg, splits, prep, networks.divisor(net_cfg), log, roi)
+    train_ds, val_ds, roi = datasets(
+        cfg, splits, prep, networks.divisor(net_cfg), log, roi, networks.min_side(net_cfg)
+    )
     channels_last = bool(t.channels_last) and device == "cpu"
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     network.to(device, memory_format=memory_format)

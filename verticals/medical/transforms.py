@@ -113,10 +113,13 @@ def augmentation(
     return chain
 
 
-def plan_roi(shapes: list[tuple[int, ...]], divisor: int, roi_max: int) -> list[int]:
+def plan_roi(
+    shapes: list[tuple[int, ...]], divisor: int, roi_max: int, minimum: int = 16
+) -> list[int]:
     """nnU-Net-style patch planning: the median preprocessed shape, rounded up to a multiple
-    of the network's divisor (at least 16), capped at `roi_max` per axis."""
+    of the network's divisor (at least 16), between `minimum` and `roi_max` per axis."""
     step = max(16, divisor)
+    low = math.ceil(minimum / step) * step
     median = np.median(np.array([s[-3:] for s in shapes]), axis=0)
-    cap = max(step, roi_max // step * step)
-    return [int(min(cap, max(step, math.ceil(m / step) * step))) for m in median]
+    cap = max(low, roi_max // step * step)
+    return [int(min(cap, max(low, math.ceil(m / step) * step))) for m in median]
