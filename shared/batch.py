@@ -121,19 +121,24 @@ def predict_folder(
         raise UserError(f"input {source} holds no {vertical.name} inputs (files ending {endings})")
     if out.exists() and not out.is_dir():
         raise UserError(f"output={out} is a file; give a folder for the {vertical.name} outputs")
+    if source.is_dir() and out.resolve().is_relative_to(source.resolve()):
+        raise UserError(f"output={out} is inside input={source}; outputs would be read as inputs")
+    base = source if source.is_dir() else source.parent
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
     for path in tqdm(files, unit="file", desc="predict", disable=not progress):
-        name = vertical.stem(path)
         try:
             result = vertical.predict_path(bundle.model, path)
-        except UserError as exc:
-            log.error("%s: %s", path, exc.message)
-            failed.append(f"{path.name} ({exc.message})")
-            rows.append({"input": str(path), "output": None, "error": exc.message})
+        except Exception as exc:  # one bad input must not cost the others their results
+            message = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            log.error("%s: %s", path, message, exc_info=not isinstance(exc, UserError))
+            failed.append(f"{path.name} ({message})")
+            rows.append({"input": str(path), "output": None, "error": message})
             continue
-        target = out / f"{name}{result.suffix}"
+        # Mirror the input tree, so a/case.nii.gz and b/case.nii.gz keep apart.
+        relative = path.relative_to(base).parent
+        target = out / relative / f"{vertical.stem(path)}{result.suffix}"
         write_atomic(target, result.content)
         rows.append({"input": str(path), "output": str(target), **result.summary, "error": None})
     table = pd.json_normalize(rows, sep="_")

@@ -57,6 +57,12 @@ class Vertical(ABC):
     def register_configs(self) -> None:  # noqa: B027 - optional hook
         """Store the vertical's structured config schemas in Hydra's ConfigStore."""
 
+    def resolve_config(self, cfg: DictConfig) -> DictConfig:
+        """The config a training run really uses (default: `cfg`). A vertical that resumes
+        runs takes the resumed run's data and model settings here, before anything is
+        loaded or written, so the new run's config.yaml says what it trained on."""
+        return cfg
+
     @abstractmethod
     def load_data(self, cfg: DictConfig) -> Splits:
         """Load and validate the configured data source; raise `UserError` on bad input."""
@@ -148,7 +154,12 @@ class FileVertical(Vertical):
         )
 
     def matches(self, path: Path) -> bool:
-        return any(path.name.lower().endswith(s) for s in self.input_suffixes)
+        """Whether `path` is an input (a vertical may also accept folders, e.g. DICOM)."""
+        return self.accepts_name(path.name)
+
+    def accepts_name(self, name: str) -> bool:
+        """Whether a file called `name` can be an input, by its ending alone (uploads)."""
+        return any(name.lower().endswith(s) for s in self.input_suffixes)
 
     def stem(self, path: Path) -> str:
         """`path`'s name without the input suffix (`case_1.nii.gz` -> `case_1`)."""

@@ -45,6 +45,7 @@ def _context(cfg: DictConfig, out_dir: Path, log: logging.Logger) -> RunContext:
 def train(cfg: DictConfig, run_dir: Path | None = None) -> TrainResult:
     """Load data, fit, evaluate on the test split, save, write the card, move LATEST."""
     vertical = registry.get(cfg.vertical)
+    cfg = vertical.resolve_config(cfg)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.paths.runs_dir, vertical.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -16,6 +16,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import pandas as pd
 from fastapi import Body, FastAPI, File, Query, Request, UploadFile
@@ -234,7 +235,7 @@ def _file_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
         ] = "json",
     ) -> Any:
         name = Path(file.filename or "").name
-        if not vertical.matches(Path(name)):
+        if not vertical.accepts_name(name):
             return _unprocessable(f"file {name!r} must end with one of: {endings}")
         data = await file.read()
         if not data:
@@ -248,8 +249,10 @@ def _file_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
         scored.inc()
         out_name = f"{vertical.stem(Path(name))}{result.suffix}"
         if fmt == "file":
-            headers = {
-                "Content-Disposition": f'attachment; filename="{out_name}"',
+            ascii_name = out_name.encode("ascii", "replace").decode().replace('"', "_")
+            headers = {  # RFC 6266: an ASCII fallback and the UTF-8 name
+                "Content-Disposition": f'attachment; filename="{ascii_name}"; '
+                f"filename*=UTF-8''{quote(out_name)}",
                 "X-Prediction": json.dumps(summary),
             }
             return Response(result.content, media_type=result.media_type, headers=headers)

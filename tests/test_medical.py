@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from shared.bundle import load_bundle, write_bundle  # noqa: E402
 from shared.errors import UserError  # noqa: E402
 from shared.serving import create_app  # noqa: E402
 from verticals.configs import compose  # noqa: E402
+from verticals.medical.data import load_splits  # noqa: E402
 from verticals.medical.decathlon import check_cases, read_task  # noqa: E402
 from verticals.medical.metrics import dice_per_label  # noqa: E402
 from verticals.medical.synthetic import phantom  # noqa: E402
@@ -88,13 +90,20 @@ def test_training_learns_the_organ(medical_run: pipeline.TrainResult) -> None:
 
 
 def test_resume_continues_the_run(medical_run: pipeline.TrainResult, tmp_path: Path) -> None:
-    cfg = medical_cfg(
-        tmp_path, *TINY, "training.epochs=41", f"training.resume={medical_run.run_dir}"
+    # Only the run and the new epoch count: data, split and network come from the run.
+    resume = f"training.resume={medical_run.run_dir}"
+    result = pipeline.train(
+        medical_cfg(tmp_path, "training.epochs=41", "training.val_every=10", resume)
     )
-    result = pipeline.train(cfg)
     history = (result.run_dir / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + 41  # header + the first run's 40 epochs + one more
+    assert [c["name"] for c in result.splits.test] == [c["name"] for c in medical_run.splits.test]
     assert result.metrics["dice_organ"] > 0.5
+    with pytest.raises(UserError, match="finished 40 epochs"):
+        pipeline.train(medical_cfg(tmp_path, "training.epochs=30", resume))
+    best = medical_run.run_dir / "checkpoints" / "best.pt"
+    with pytest.raises(UserError, match="best.pt holds weights only"):
+        pipeline.train(medical_cfg(tmp_path, "training.epochs=50", f"training.resume={best}"))
 
 
 def test_bundle_round_trip_gives_identical_masks(
@@ -155,6 +164,28 @@ def test_api_rejects_a_2d_image(medical_bundle, tmp_path: Path) -> None:
     assert "expected a 3-D volume" in response.json()["message"]
 
 
+def test_masks_come_back_in_the_input_orientation(
+    medical_run: pipeline.TrainResult, tmp_path: Path
+) -> None:
+    """The same scan stored LPS (x and y flipped, affine to match) gets the flipped mask."""
+    vertical, model = medical_run.vertical, medical_run.model
+    ras = nib.load(medical_run.splits.test[0]["image"])
+    data = np.asarray(ras.dataobj)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = np.array(data.shape[:2]) - 1  # voxel i -> n-1-i
+    lps = nib.Nifti1Image(data[::-1, ::-1].copy(), ras.affine @ flip)
+    nib.save(lps, tmp_path / "lps.nii.gz")
+
+    def mask(path: Path) -> nib.Nifti1Image:
+        out = vertical.predict_path(model, path)
+        return nib.Nifti1Image.from_bytes(gzip.decompress(out.content))
+
+    a, b = mask(Path(medical_run.splits.test[0]["image"])), mask(tmp_path / "lps.nii.gz")
+    np.testing.assert_allclose(b.affine, lps.affine, atol=1e-5)
+    agree = (np.asarray(b.dataobj)[::-1, ::-1] == np.asarray(a.dataobj)).mean()
+    assert agree > 0.999, agree
+
+
 def test_predict_folder_writes_masks_and_names_failures(
     medical_run: pipeline.TrainResult, medical_bundle, tmp_path: Path
 ) -> None:
@@ -167,6 +198,20 @@ def test_predict_folder_writes_masks_and_names_failures(
         assert (tmp_path / "out" / f.name).is_file()
     table = (tmp_path / "out" / "predictions.csv").read_text()
     assert "volumes_ml_organ" in table and "corrupt.nii.gz" in table
+
+
+def test_predict_folder_keeps_same_named_cases_apart(
+    medical_run: pipeline.TrainResult, medical_bundle, tmp_path: Path
+) -> None:
+    image = Path(medical_run.splits.test[0]["image"])
+    for site in ("site_a", "site_b"):
+        (tmp_path / "in" / site).mkdir(parents=True)
+        (tmp_path / "in" / site / "case.nii.gz").write_bytes(image.read_bytes())
+    predict_folder(medical_bundle, tmp_path / "in", tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "site_a" / "case.nii.gz").is_file()
+    assert (tmp_path / "out" / "site_b" / "case.nii.gz").is_file()
+    with pytest.raises(UserError, match="inside input"):
+        predict_folder(medical_bundle, tmp_path / "in", tmp_path / "in" / "masks", progress=False)
 
 
 # --- Decathlon loader: every fixable problem is named by case ---
@@ -218,14 +263,43 @@ def test_decathlon_undeclared_label_names_the_case(tmp_path: Path) -> None:
         check_cases(read_task(root), progress=False)
 
 
+def test_decathlon_labels_must_be_numbered_without_gaps(tmp_path: Path) -> None:
+    root = decathlon(tmp_path, {"case_a": _pair()})
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "1": "edema", "2": "core", "4": "enhancing"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"numbered 0 \(background\) to 3 without gaps"):
+        read_task(root)
+
+
+def test_decathlon_label_in_another_grid_names_the_case(tmp_path: Path) -> None:
+    root = decathlon(tmp_path, {"case_a": _pair(), "shifted": _pair()})
+    label = nib.load(root / "labelsTr" / "shifted.nii.gz")
+    moved = nib.Nifti1Image(np.asarray(label.dataobj), label.affine @ np.diag([-1, 1, 1, 1]))
+    nib.save(moved, root / "labelsTr" / "shifted.nii.gz")
+    with pytest.raises(UserError, match="case shifted: image and label lie in different"):
+        check_cases(read_task(root), progress=False)
+
+
 def test_decathlon_bad_root_and_json(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="data.root is not set"):
-        read_task(None)
+        load_splits(medical_cfg(tmp_path, "data=decathlon", "data.root=null"), 0)
     with pytest.raises(UserError, match="dataset.json is missing"):
         read_task(tmp_path)
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         read_task(tmp_path)
+
+
+def test_bad_training_numbers_fail_before_training(tmp_path: Path) -> None:
+    from shared.contract import RunContext
+    from shared.device import resolve_device
+    from verticals.medical.training import fit
+
+    cfg = medical_cfg(tmp_path, "debug=fast", "training.val_every=0")
+    ctx = RunContext(tmp_path, resolve_device("cpu"), 0, logging.getLogger("test"))
+    with pytest.raises(UserError, match="training.val_every"):
+        fit(cfg, None, ctx)  # type: ignore[arg-type]
 
 
 def test_config_typos_fail_at_compose(tmp_path: Path) -> None:

@@ -26,6 +26,15 @@ class MedicalVertical(FileVertical):
 
         register()
 
+    def resolve_config(self, cfg: DictConfig) -> DictConfig:
+        """`training.resume=<run>` continues that run: its data, split seed and network
+        come from its config.yaml; this command's `training.*` (epochs, budget) apply."""
+        if not cfg.training.resume:
+            return cfg
+        from verticals.medical.training import resolved_resume
+
+        return resolved_resume(cfg)
+
     def load_data(self, cfg: DictConfig) -> Splits:
         from verticals.medical.data import load_splits
 
@@ -92,4 +101,4 @@ class MedicalVertical(FileVertical):
         return describe(model, metrics)
 
     def library_versions(self) -> list[str]:
-        return ["torch", "monai", "nibabel", "pydicom"]
+        return ["torch", "monai", "nibabel", "pydicom", "einops"]

@@ -14,11 +14,11 @@ from verticals.medical.decathlon import Task, check_cases, read_task
 from verticals.medical.synthetic import dataset_key, write_dataset
 
 
-def task_root(cfg: DictConfig) -> Path:
+def task_root(cfg: DictConfig) -> Path | None:
     """The Decathlon folder to read: the user's, or the generated phantoms (made once)."""
     data = cfg.data
     if data.source == "decathlon":
-        return Path(data.root or "")
+        return Path(data.root) if data.root else None
     if data.source == "synthetic":
         if data.n_cases < 3:
             raise UserError(f"data.n_cases={data.n_cases}: need at least 3 (train, val, test)")
@@ -32,7 +32,7 @@ def task_root(cfg: DictConfig) -> Path:
     raise UserError(f"data.source={data.source!r} is not one of synthetic, decathlon")
 
 
-def items(task: Task, cases: list[Any]) -> list[dict[str, str]]:
+def items(cases: list[Any]) -> list[dict[str, str]]:
     return [{"image": str(c.image), "label": str(c.label), "name": c.name} for c in cases]
 
 
@@ -52,6 +52,11 @@ def load_splits(cfg: DictConfig, seed: int) -> Splits:
     test = [cases[i] for i in order[:n_test]]
     val = [cases[i] for i in order[n_test : n_test + n_val]]
     train = [cases[i] for i in order[n_test + n_val :]]
+    if not train:
+        raise UserError(
+            f"{task.root}: {len(cases)} cases leave none to train on after {n_test} test and "
+            f"{n_val} validation cases; lower data.test_fraction / data.val_fraction"
+        )
     info = {
         "source": data.source,
         "root": str(task.root),
@@ -61,4 +66,4 @@ def load_splits(cfg: DictConfig, seed: int) -> Splits:
         "is_ct": task.is_ct,
         "cases": {"train": len(train), "val": len(val), "test": len(test)},
     }
-    return Splits(items(task, train), items(task, val), items(task, test), info)
+    return Splits(items(train), items(val), items(test), info)

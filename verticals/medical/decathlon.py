@@ -40,10 +40,6 @@ class Task:
     def is_ct(self) -> bool:
         return any(m.upper() == "CT" for m in self.modality.values())
 
-    @property
-    def foreground(self) -> dict[int, str]:
-        return {k: v for k, v in self.labels.items() if k != 0}
-
 
 def case_name(path: Path) -> str:
     for suffix in NIFTI:
@@ -83,8 +79,11 @@ def read_task(root: str | Path | None) -> Task:
     if not isinstance(meta, dict):
         raise UserError(f"{meta_path} must hold a JSON object")
     labels = _int_keyed(meta.get("labels"), "labels", meta_path)
-    if 0 not in labels:
-        raise UserError(f"{meta_path}: `labels` must declare 0 (background)")
+    if sorted(labels) != list(range(len(labels))):  # mask values are the network's channels
+        raise UserError(
+            f"{meta_path}: `labels` must be numbered 0 (background) to {len(labels) - 1} "
+            f"without gaps; got {sorted(labels)}"
+        )
     modality = _int_keyed(
         meta.get("modality") or meta.get("channel_names") or {"0": "image"}, "modality", meta_path
     )
@@ -107,50 +106,54 @@ def read_task(root: str | Path | None) -> Task:
     return Task(root, str(meta.get("name") or root.name), labels, modality, cases)
 
 
-def _spatial_shape(path: Path) -> tuple[int, ...]:
+def _header(path: Path) -> Any:
     import nibabel as nib
 
     try:
-        return tuple(int(n) for n in nib.load(path).shape)  # header only
+        return nib.load(path)  # the header only, until the data is asked for
     except Exception as exc:  # nibabel raises several types for damaged files
         raise UserError(f"{path} cannot be read as NIfTI: {exc}") from None
 
 
-def _label_values(path: Path) -> np.ndarray:
-    import nibabel as nib
-
-    try:
-        return np.unique(np.asarray(nib.load(path).dataobj))
-    except Exception as exc:
-        raise UserError(f"{path} cannot be read as NIfTI: {exc}") from None
-
-
 def check_cases(task: Task, progress: bool = True) -> None:
-    """Shapes agree, channel counts match `modality`, label values are declared."""
+    """Shapes and voxel grids agree, channel counts match `modality`, label values are
+    declared. DICOM images are checked when loaded; their NIfTI labels are checked here."""
     declared = set(task.labels)
     channels = len(task.modality)
     for case in tqdm(task.cases, desc="check cases", unit="case", disable=not progress):
-        if not case.image.name.endswith(NIFTI) or not case.label.name.endswith(NIFTI):
-            continue  # DICOM series: checked when loaded
-        image, label = _spatial_shape(case.image), _spatial_shape(case.label)
-        spatial = image[:3]
-        image_channels = image[3] if len(image) == 4 else 1
-        if len(image) not in (3, 4) or len(label) != 3:
-            raise UserError(
-                f"case {case.name}: image is {len(image)}-D and label {len(label)}-D; "
-                "expected a 3-D (or 4-D multi-channel) image and a 3-D label"
-            )
-        if spatial != label:
-            raise UserError(
-                f"case {case.name}: image shape {spatial} differs from label shape {label} "
-                f"({case.image.name} vs {case.label})"
-            )
-        if image_channels != channels:
-            raise UserError(
-                f"case {case.name}: image has {image_channels} channel(s) but dataset.json "
-                f"declares {channels} modalities"
-            )
-        values = _label_values(case.label)
+        if not case.label.name.endswith(NIFTI):
+            continue  # a DICOM label series: checked when loaded
+        label = _header(case.label)
+        if len(label.shape) != 3:
+            raise UserError(f"case {case.name}: label {case.label} is {len(label.shape)}-D")
+        if case.image.name.endswith(NIFTI):
+            image = _header(case.image)
+            shape = tuple(int(n) for n in image.shape)
+            image_channels = shape[3] if len(shape) == 4 else 1
+            if len(shape) not in (3, 4):
+                raise UserError(
+                    f"case {case.name}: image is {len(shape)}-D; expected a 3-D volume "
+                    "(or 4-D with one channel per modality)"
+                )
+            if shape[:3] != tuple(label.shape):
+                raise UserError(
+                    f"case {case.name}: image shape {shape[:3]} differs from label shape "
+                    f"{tuple(label.shape)} ({case.image.name} vs {case.label})"
+                )
+            if not np.allclose(image.affine, label.affine, atol=1e-3):
+                raise UserError(
+                    f"case {case.name}: image and label lie in different voxel grids "
+                    "(their NIfTI affines differ): the label would not overlay the image"
+                )
+            if image_channels != channels:
+                raise UserError(
+                    f"case {case.name}: image has {image_channels} channel(s) but "
+                    f"dataset.json declares {channels} modalities"
+                )
+        try:
+            values = np.unique(np.asarray(label.dataobj))
+        except Exception as exc:
+            raise UserError(f"{case.label} cannot be read as NIfTI: {exc}") from None
         bad = sorted(set(values.tolist()) - declared)
         if bad:
             shown = ", ".join(f"{v:g}" for v in bad[:5])

@@ -92,5 +92,6 @@ def describe(model: MedicalModel, metrics: dict[str, float]) -> str:
         "- metrics are computed in each input's own voxel grid, as `/predict` returns masks\n\n"
         f"| label | Dice | HD95 (mm) |\n| --- | --- | --- |\n{rows}\n\n"
         "Per-case metrics and volumes: `cases.csv`; overlays: `plots/overlays.png`.\n"
-        "Watch small structures: a label absent from a case is skipped in its Dice mean."
+        "A label absent from a case in both truth and prediction is skipped in the means; a\n"
+        "structure missed (or invented) scores Dice 0 and HD95 = the image diagonal."
     )

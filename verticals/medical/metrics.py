@@ -19,15 +19,21 @@ def dice_per_label(pred: np.ndarray, truth: np.ndarray, labels: dict[int, str]) 
 def hd95_per_label(
     pred: np.ndarray, truth: np.ndarray, labels: dict[int, str], spacing: list[float]
 ) -> dict[str, float]:
-    """95% Hausdorff distance in mm per foreground label (NaN unless both have the label)."""
+    """95% Hausdorff distance in mm per foreground label. NaN where neither has the label;
+    where only one has it (a structure missed or invented), the image diagonal in mm: the
+    worst possible distance, so a model cannot improve its mean by missing structures."""
     import torch
     from monai.metrics import compute_hausdorff_distance
 
+    diagonal = float(np.linalg.norm(np.array(truth.shape) * np.array(spacing)))
     out = {}
     for k, name in labels.items():
         p, t = pred == k, truth == k
-        if not p.any() or not t.any():
+        if not p.any() and not t.any():
             out[name] = float("nan")
+            continue
+        if not p.any() or not t.any():
+            out[name] = diagonal
             continue
         value = compute_hausdorff_distance(
             torch.from_numpy(p)[None, None],

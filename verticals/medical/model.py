@@ -119,6 +119,9 @@ def _load(model: MedicalModel, path: Path) -> tuple[Any, dict[str, Any]]:
         )
     if min(image.shape[1:]) < 2:
         raise UserError(f"{path.name} has shape {tuple(image.shape[1:])}: not a 3-D volume")
+    affine = np.asarray(image.affine, dtype=float)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise UserError(f"{path.name} has a degenerate voxel-to-world affine: fix its header")
     return Compose(chain[2:]), loaded
 
 
@@ -130,7 +133,12 @@ def segment(model: MedicalModel, path: Path, keep_image: bool = False) -> Segmen
     rest, loaded = _load(model, Path(path))
     original = loaded[IMAGE]
     affine = np.asarray(original.meta.get("original_affine", original.affine), dtype=float)
-    data = rest(loaded)
+    try:
+        data = rest(loaded)
+    except Exception as exc:  # e.g. an image with no foreground at all
+        raise UserError(f"{path.name} cannot be preprocessed: {_root(exc)}") from None
+    if min(data[IMAGE].shape[1:]) < 1:
+        raise UserError(f"{path.name} holds no foreground voxels (an empty or blank scan)")
     data["pred"] = MetaTensor(infer(model, data[IMAGE]).cpu())  # Invertd wants a MetaTensor
     inverted = Invertd("pred", transform=rest, orig_keys=IMAGE, nearest_interp=False)(data)
     mask = inverted["pred"].argmax(0).numpy().astype(np.uint8)
@@ -170,7 +178,8 @@ def load(directory: Path, device: str | None = None) -> MedicalModel:
         raise UserError(f"{directory} holds medical model format {meta.get('format')}")
     labels = {int(k): v for k, v in meta["labels"].items()}
     network = networks.build(meta["net"], int(meta["in_channels"]), len(labels))
-    network.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu"))
+    state = torch.load(directory / "weights.pt", map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
     run_on = resolve_device(device or "auto")
     network.to(run_on.kind).eval()
     return MedicalModel(

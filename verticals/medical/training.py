@@ -16,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from shared.config import require_int
 from shared.contract import RunContext, Splits
 from shared.errors import UserError
 from verticals.medical import networks
@@ -64,6 +65,7 @@ def datasets(
     log: Any,
     roi: list[int] | None = None,
     minimum: int = 16,
+    seed: int = 0,
 ) -> tuple[Any, Any, list[int]]:
     """(train dataset, validation dataset, patch size), cached as `data.cache` says.
 
@@ -106,6 +108,7 @@ def datasets(
             float(data.affine_prob),
         )
     )
+    chain.set_random_state(seed)  # MONAI's random transforms draw from their own generators
     val_chain = Compose(pre)
     if data.cache == "memory":
         train = CacheDataset(source, chain, num_workers=workers, progress=False)
@@ -176,9 +179,55 @@ def _resume_state(spec: str) -> tuple[dict[str, Any], Path]:
     if not path.is_file():
         raise UserError(f"training.resume={spec}: no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False), path
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise UserError(f"training.resume={spec}: {path} is not a checkpoint: {exc}") from None
+    if not isinstance(state, dict) or not state.keys() >= RESUME_KEYS:
+        raise UserError(
+            f"training.resume={spec}: {path.name} is not a training checkpoint "
+            "(give the run folder, or its checkpoints/last.pt; best.pt holds weights only)"
+        )
+    return state, path
+
+
+RESUME_KEYS = {"network", "optimizer", "epoch", "step", "best", "history", "net", "prep", "roi"}
+
+
+def run_of(spec: str) -> Path:
+    """The run folder of a `training.resume` value (a run folder or a checkpoint in it)."""
+    path = Path(spec).expanduser()
+    return path if path.is_dir() else path.parent.parent
+
+
+def resolved_resume(cfg: DictConfig) -> DictConfig:
+    """`cfg` with the resumed run's data, model and seed (see `MedicalVertical`)."""
+    run = run_of(str(cfg.training.resume))
+    saved_path = run / "config.yaml"
+    if not saved_path.is_file():
+        raise UserError(f"training.resume={cfg.training.resume}: {saved_path} is missing")
+    saved = OmegaConf.load(saved_path)
+    merged = cfg.copy()
+    merged.data, merged.model, merged.seed = saved.data, saved.model, saved.seed
+    return merged
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Numbers that would otherwise fail deep inside torch or MONAI, or after an epoch."""
+    t, data = cfg.training, cfg.data
+    for key, value in (
+        ("training.epochs", t.epochs),
+        ("training.batch_size", t.batch_size),
+        ("training.val_every", t.val_every),
+        ("training.sw_batch_size", t.sw_batch_size),
+        ("data.samples_per_volume", data.samples_per_volume),
+    ):
+        require_int(value, key, minimum=1)
+    if not 0.0 <= float(data.pos_fraction) <= 1.0:
+        raise UserError(f"data.pos_fraction={data.pos_fraction} must be between 0 and 1")
+    if not 0.0 <= float(t.sw_overlap) < 1.0:
+        raise UserError(f"training.sw_overlap={t.sw_overlap} must be in [0, 1)")
+    if float(t.lr) <= 0 or (t.max_minutes is not None and float(t.max_minutes) <= 0):
+        raise UserError("training.lr and training.max_minutes must be positive")
 
 
 def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> MedicalModel:
@@ -186,6 +235,8 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> MedicalModel:
     from monai.losses import DiceCELoss
 
     t, log = cfg.training, ctx.log
+    check_settings(cfg)
+    torch.manual_seed(ctx.seed)  # torch was not imported yet when the core seeded
     labels = {int(k): v for k, v in splits.info["labels"].items()}
     in_channels = len(splits.info["modality"])
     resume, resume_path = _resume_state(t.resume) if t.resume else (None, None)
@@ -199,7 +250,14 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> MedicalModel:
         log.info("weights: %d of %d tensors from %s", loaded, total, net_cfg["weights"])
     roi = resume["roi"] if resume else None  # a resumed run keeps its patch size
     train_ds, val_ds, roi = datasets(
-        cfg, splits, prep, networks.divisor(net_cfg), log, roi, networks.min_side(net_cfg)
+        cfg,
+        splits,
+        prep,
+        networks.divisor(net_cfg),
+        log,
+        roi,
+        networks.min_side(net_cfg),
+        ctx.seed,
     )
     channels_last = bool(t.channels_last) and device == "cpu"
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -243,6 +301,11 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> MedicalModel:
         elapsed, history = resume["elapsed"], resume["history"]
         if (resume_path.parent / "best.pt").is_file():  # the best so far stays the baseline
             shutil.copy2(resume_path.parent / "best.pt", ckpt_dir / "best.pt")
+        if start >= epochs:
+            raise UserError(
+                f"training.resume={t.resume}: that run finished {start} epochs; "
+                f"set training.epochs above {start} to train on"
+            )
         log.info("resumed from %s at epoch %d (best val Dice %.4f)", t.resume, start, best)
     total_steps = epochs * steps_per_epoch
     began = time.perf_counter() - elapsed
@@ -276,7 +339,7 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> MedicalModel:
         row = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
-            "lr": lr_at(step / total_steps, float(t.lr), float(t.warmup_fraction)),
+            "lr": optimizer.param_groups[0]["lr"],  # the last one used
             "seconds": seconds,
             "val_dice": float("nan"),
         }
