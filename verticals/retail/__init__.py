@@ -1,0 +1,109 @@
+"""Retail: implicit-feedback product recommendation with `implicit` (ALS, BPR, LMF).
+
+Importing this module is cheap; implicit and scipy load when the vertical runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+from pydantic import BaseModel
+
+from shared.contract import RunContext, Splits, Vertical
+
+
+class RetailVertical(Vertical):
+    name = "retail"
+    title = "Product recommendation (implicit)"
+    headline_metric = "ndcg@10"
+
+    def register_configs(self) -> None:
+        from verticals.retail.config import register
+
+        register()
+
+    def load_data(self, cfg: DictConfig) -> Splits:
+        from verticals.retail.data import load_splits
+
+        return load_splits(cfg)
+
+    def fit(self, cfg: DictConfig, splits: Splits, ctx: RunContext) -> Any:
+        from verticals.retail.model import fit
+
+        return fit(cfg, splits.train, ctx)
+
+    def evaluate(self, model: Any, data: Any, ctx: RunContext | None = None) -> dict[str, float]:
+        from verticals.retail.evaluation import evaluate
+
+        return evaluate(model, data, ctx.plots_dir if ctx else None)
+
+    def save(self, model: Any, directory: Path) -> None:
+        from verticals.retail.model import save
+
+        save(model, directory)
+
+    def load(self, directory: Path) -> Any:
+        from verticals.retail.model import load
+
+        return load(directory)
+
+    def request_schema(self, model: Any) -> type[BaseModel]:
+        from verticals.retail.schema import RecommendRequest
+
+        return RecommendRequest
+
+    def response_schema(self, model: Any) -> type[BaseModel]:
+        from verticals.retail.schema import RecommendResponse
+
+        return RecommendResponse
+
+    def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        from verticals.retail.model import recommend_one
+
+        rows = []
+        for record in frame.to_dict("records"):
+            k = int(record.get("k") or model.params["k"])
+            exclude = [str(i) for i in (record.get("exclude_items") or [])]
+            bought = record.get("exclude_bought")
+            category = record.get("category")
+            recs, fallback = recommend_one(
+                model,
+                str(record["user_id"]),
+                k,
+                True if bought is None else bool(bought),
+                exclude,
+                None if category is None or category != category else str(category),
+            )
+            rows.append(
+                {
+                    "user_id": str(record["user_id"]),
+                    "fallback": fallback,
+                    "recommendations": [
+                        {"item_id": i, "score": s, "rank": r + 1} for r, (i, s) in enumerate(recs)
+                    ],
+                }
+            )
+        return pd.DataFrame(rows, columns=["user_id", "fallback", "recommendations"])
+
+    def predict_table(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        """Files get flat columns: item_1..item_k (and score_1..k) per customer."""
+        nested = self.predict(model, frame)
+        flat = nested[["user_id", "fallback"]].copy()
+        k = max((len(r) for r in nested["recommendations"]), default=0)
+        for j in range(k):
+            flat[f"item_{j + 1}"] = [
+                r[j]["item_id"] if j < len(r) else None for r in nested["recommendations"]
+            ]
+            flat[f"score_{j + 1}"] = [
+                r[j]["score"] if j < len(r) else None for r in nested["recommendations"]
+            ]
+        return flat
+
+    def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": splits.test.users[:n]})
+
+    def library_versions(self) -> list[str]:
+        return ["implicit", "scipy"]

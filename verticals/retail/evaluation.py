@@ -1,0 +1,65 @@
+"""Model against the popularity baseline on the held-out users: metrics@k, lifts, a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from shared.runs import save_figure
+from verticals.retail.data import HeldOut
+from verticals.retail.metrics import at_k
+from verticals.retail.model import RetailModel, popular_for, recommend_many
+
+CURVE_K = 50
+
+
+def evaluate(model: RetailModel, truth: HeldOut, plots_dir: Path | None) -> dict[str, float]:
+    k = int(model.params["k"])
+    users = np.array([model.user_index[u] for u in truth.users if u in model.user_index])
+    sets = [
+        {model.item_index[i] for i in items if i in model.item_index}
+        for u, items in zip(truth.users, truth.items, strict=True)
+        if u in model.user_index
+    ]
+    depth = max(k, CURVE_K if plots_dir else k)
+    recs = recommend_many(model, users, depth)
+    popular = np.stack([_pad(popular_for(model, int(u), depth, set(), None), depth) for u in users])
+    n_items = len(model.item_ids)
+    mine, base = at_k(recs, sets, k, n_items), at_k(popular, sets, k, n_items)
+    metrics = dict(mine)
+    for name, value in base.items():
+        metrics[f"popularity_{name}"] = value
+    for name in (f"precision@{k}", f"ndcg@{k}", f"map@{k}", f"recall@{k}"):
+        metrics[f"lift_{name}"] = mine[name] / base[name] if base[name] > 0 else float("nan")
+    metrics["test_users"] = float(len(users))
+    if plots_dir is not None:
+        save_figure(
+            curve(recs, popular, sets, n_items, model.params["name"]),
+            plots_dir / "metrics_at_k.png",
+        )
+    return metrics
+
+
+def _pad(items: np.ndarray, depth: int) -> np.ndarray:
+    return np.pad(items, (0, depth - len(items)), constant_values=-1)
+
+
+def curve(
+    recs: np.ndarray, popular: np.ndarray, sets: list[set[int]], n_items: int, name: str
+) -> Figure:
+    """Precision, recall and NDCG at k = 1..50: the model against the popularity baseline."""
+    ks = np.arange(1, CURVE_K + 1)
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for label, ranked, style in ((name, recs, "-"), ("popularity", popular, "--")):
+        rows = [at_k(ranked, sets, int(k), n_items) for k in ks]
+        for ax, metric in zip(axes, ("precision", "recall", "ndcg"), strict=True):
+            ax.plot(
+                ks, [r[f"{metric}@{k}"] for r, k in zip(rows, ks, strict=True)], style, label=label
+            )
+    for ax, metric in zip(axes, ("precision", "recall", "NDCG"), strict=True):
+        ax.set(xlabel="k", title=f"{metric}@k")
+        ax.legend()
+    return fig
