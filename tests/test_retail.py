@@ -18,7 +18,7 @@ from shared.errors import UserError  # noqa: E402
 from shared.serving import create_app  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.retail.data import load_splits  # noqa: E402
-from verticals.retail.model import recommend_one  # noqa: E402
+from verticals.retail.model import recommend_one, similar_items  # noqa: E402
 
 
 def retail_cfg(root: Path, *overrides: str):
@@ -58,6 +58,18 @@ def test_filters_and_fallback(retail_run: pipeline.TrainResult) -> None:
     assert fallback and len(stranger) == 5
 
 
+def test_similar_items_share_the_planted_segment(retail_run: pipeline.TrainResult) -> None:
+    model = retail_run.model
+    item = str(model.item_ids[model.popularity[0]])
+    similar, fallback = similar_items(model, item, 10)
+    assert not fallback and len(similar) == 10 and item not in {i for i, _ in similar}
+    segment = model.catalog.loc[item, "category"]
+    same = sum(model.catalog.loc[i, "category"] == segment for i, _ in similar)
+    assert same >= 7, same  # 80% of purchases stay in a segment; chance would give ~1
+    unknown, fallback = similar_items(model, "no-such-sku", 4)
+    assert fallback and len(unknown) == 4
+
+
 def test_bundle_round_trip_and_api(retail_run: pipeline.TrainResult, retail_bundle) -> None:
     users = retail_run.vertical.example_inputs(retail_run.splits, 20)
     before = retail_run.vertical.predict(retail_run.model, users)
@@ -69,6 +81,12 @@ def test_bundle_round_trip_and_api(retail_run: pipeline.TrainResult, retail_bund
     unknown = client.post("/predict", json={"user_id": "ghost"}).json()["predictions"][0]
     assert unknown["fallback"] is True and len(unknown["recommendations"]) == 10
     assert client.post("/predict", json={"user_id": "1", "k": 0}).status_code == 422
+    both = client.post("/predict", json={"user_id": "1", "item_id": "2"})
+    assert both.status_code == 422 and "exactly one of user_id" in both.json()["message"]
+    like = client.post(
+        "/predict", json={"item_id": one["predictions"][0]["recommendations"][0]["item_id"]}
+    ).json()["predictions"][0]
+    assert like["item_id"] and not like["fallback"] and len(like["recommendations"]) == 10
     flat = retail_run.vertical.predict_table(retail_run.model, users.head(3))
     assert {"user_id", "fallback", "item_1", "score_10"} <= set(flat.columns)
 

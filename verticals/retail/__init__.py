@@ -15,6 +15,13 @@ from pydantic import BaseModel
 from shared.contract import RunContext, Splits, Vertical
 
 
+def _given(value: Any) -> Any:
+    """None for a missing cell (None, NaN) in a batch file or a request."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value
+
+
 class RetailVertical(Vertical):
     name = "retail"
     title = "Product recommendation (implicit)"
@@ -61,37 +68,43 @@ class RetailVertical(Vertical):
         return RecommendResponse
 
     def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
-        from verticals.retail.model import recommend_one
+        from verticals.retail.model import recommend_one, similar_items
 
         rows = []
         for record in frame.to_dict("records"):
-            k = int(record.get("k") or model.params["k"])
-            exclude = [str(i) for i in (record.get("exclude_items") or [])]
-            bought = record.get("exclude_bought")
-            category = record.get("category")
-            recs, fallback = recommend_one(
-                model,
-                str(record["user_id"]),
-                k,
-                True if bought is None else bool(bought),
-                exclude,
-                None if category is None or category != category else str(category),
-            )
+            k = int(_given(record.get("k")) or model.params["k"])
+            exclude = [str(i) for i in (_given(record.get("exclude_items")) or [])]
+            bought = _given(record.get("exclude_bought"))
+            category = _given(record.get("category"))
+            category = None if category is None else str(category)
+            user, item = _given(record.get("user_id")), _given(record.get("item_id"))
+            if user is None and item is not None:
+                recs, fallback = similar_items(model, str(item), k, exclude, category)
+            else:
+                recs, fallback = recommend_one(
+                    model,
+                    str(user),
+                    k,
+                    True if bought is None else bool(bought),
+                    exclude,
+                    category,
+                )
             rows.append(
                 {
-                    "user_id": str(record["user_id"]),
+                    "user_id": None if user is None else str(user),
+                    "item_id": None if item is None else str(item),
                     "fallback": fallback,
                     "recommendations": [
                         {"item_id": i, "score": s, "rank": r + 1} for r, (i, s) in enumerate(recs)
                     ],
                 }
             )
-        return pd.DataFrame(rows, columns=["user_id", "fallback", "recommendations"])
+        return pd.DataFrame(rows, columns=["user_id", "item_id", "fallback", "recommendations"])
 
     def predict_table(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
         """Files get flat columns: item_1..item_k (and score_1..k) per customer."""
         nested = self.predict(model, frame)
-        flat = nested[["user_id", "fallback"]].copy()
+        flat = nested[["user_id", "item_id", "fallback"]].copy()
         k = max((len(r) for r in nested["recommendations"]), default=0)
         for j in range(k):
             flat[f"item_{j + 1}"] = [

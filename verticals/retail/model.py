@@ -169,6 +169,30 @@ def recommend_one(
     ], False
 
 
+def similar_items(
+    model: RetailModel,
+    item_id: str,
+    k: int,
+    exclude_items: list[str] | None = None,
+    category: str | None = None,
+) -> tuple[list[tuple[str, float]], bool]:
+    """([(item id, cosine score)], fallback): items bought by the same kind of customer; an
+    unknown item gets the popularity list, flagged."""
+    allowed = _allowed(model, category)
+    exclude = {model.item_index[i] for i in (exclude_items or []) if i in model.item_index}
+    item = model.item_index.get(str(item_id))
+    if item is None:
+        items = popular_for(model, None, k, exclude, allowed)
+        return [(str(model.item_ids[i]), 0.0) for i in items], True
+    ids, scores = model.recommender.similar_items(item, N=k + 1 + len(exclude), items=allowed)
+    out = [
+        (str(model.item_ids[i]), float(s))
+        for i, s in zip(ids, scores, strict=True)
+        if i != item and i not in exclude and np.isfinite(s)
+    ]
+    return out[:k], False
+
+
 def recommend_many(model: RetailModel, users: np.ndarray, k: int) -> np.ndarray:
     """Top-k item indices for known user indices, bought items filtered (for evaluation)."""
     ids, _ = model.recommender.recommend(
