@@ -24,14 +24,10 @@ import logging
 import os
 import platform
 import pstats
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +40,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from loopback import serving  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold, train_test_split  # noqa: E402
@@ -53,7 +50,6 @@ from shared.bundle import load_bundle, write_bundle  # noqa: E402
 from shared.contract import RunContext, Splits  # noqa: E402
 from shared.device import Device, resolve_device  # noqa: E402
 from shared.pipeline import train  # noqa: E402
-from shared.serving import BUNDLE_ENV  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.finance import german  # noqa: E402
 from verticals.finance.data import (  # noqa: E402
@@ -396,45 +392,6 @@ def bench_batch(
 
 
 # --------------------------------------------------------------------------- C. serving
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def serving(bundle_dir: Path, workers: int, timeout: float = 90.0) -> Iterator[str]:
-    """The bundle served by uvicorn in its own process(es), as in production; yields the URL.
-
-    A separate process keeps the load generator's threads from competing with the server
-    for the same interpreter lock.
-    """
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "shared.serving:app_from_env", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--log-level", "warning",
-    ]  # fmt: skip
-    env = {**os.environ, BUNDLE_ENV: str(bundle_dir)}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"the server did not answer {url}/health within {timeout:.0f} s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
