@@ -21,6 +21,7 @@ KERNEL = "python3"
 OVERRIDES = {
     "finance_credit_risk": "model.num_boost_round=200",
     "medical_imaging_segmentation": "debug=fast",
+    "retail_recommendation": "debug=fast",
 }
 # Names jupyter_client replaces with the running interpreter when it starts a kernel.
 _THIS_PYTHON = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
@@ -88,6 +89,8 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert "roc_auc" in shown
     if path.stem == "medical_imaging_segmentation":
         assert "dice_mean" in shown and "volumes_ml" in shown
+    if path.stem == "retail_recommendation":
+        assert "lift" in shown and "similar items" in shown
 
 
 def test_notebooks_found() -> None:
