@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -114,3 +115,40 @@ def test_movielens_als_beats_popularity(tmp_path: Path) -> None:
     result = pipeline.train(retail_cfg(tmp_path, "data=movielens", f"data.path={path}"))
     assert result.metrics["ndcg@10"] > 0.12
     assert result.metrics["lift_ndcg@10"] > 1.4
+
+
+def test_split_protocols_hold_out_the_right_rows(tmp_path: Path) -> None:
+    log = tmp_path / "events.csv"
+    rows = [
+        (u, f"i{(u + j) % 12}", 1_700_000_000 + 86_400 * j) for u in range(6) for j in range(10)
+    ]
+    pd.DataFrame(rows, columns=["user", "item", "ts"]).to_csv(log, index=False)
+    base = ["data=interactions", f"data.path={log}", "data.time_col=ts"]
+    last = load_splits(retail_cfg(tmp_path, *base, "data.split=leave_last", "data.leave_last=2"))
+    assert len(last.train.frame) == 6 * 8 and last.test.users
+    for user, items in zip(last.test.users, last.test.items, strict=True):
+        assert set(items) <= {f"i{(int(user) + j) % 12}" for j in (8, 9)}
+    days = load_splits(retail_cfg(tmp_path, *base, "data.split=time", "data.holdout_days=3.5"))
+    assert days.train.frame["time"].max() < 1_700_000_000 + 86_400 * 7
+    with pytest.raises(UserError, match="data.split=time needs timestamps"):
+        load_splits(
+            retail_cfg(tmp_path, "data=interactions", f"data.path={log}", "data.split=time")
+        )
+
+
+def test_movielens_ratings_csv_layout(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.csv"
+    rng = np.random.default_rng(0)
+    rows = [
+        (u, m, 5.0 if (u + m) % 2 else 2.0, int(rng.integers(1e6)))
+        for u in range(1, 31)
+        for m in range(40)
+    ]
+    pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"]).to_csv(
+        path, index=False
+    )
+    splits = load_splits(retail_cfg(tmp_path, "data=movielens", f"data.path={path}"))
+    assert splits.info["interactions"] == 30 * 20  # ratings >= 4 only
+    (tmp_path / "bad.csv").write_text("user,movie\n1,2\n")
+    with pytest.raises(UserError, match="expected columns"):
+        load_splits(retail_cfg(tmp_path, "data=movielens", f"data.path={tmp_path}/bad.csv"))
