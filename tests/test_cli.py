@@ -154,3 +154,22 @@ def test_medical_train_package_predict_a_folder(tmp_path: Path) -> None:
     assert {"input", "output", "volumes_ml_organ", "error"} <= set(table.columns)
     bad = cli(tmp_path, "predict", "medical", "input=nowhere", "output=m2", check=False)
     assert bad.returncode == 2 and "input nowhere does not exist" in bad.stderr
+
+
+def test_retail_optuna_search_optimises_ndcg(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("implicit")
+    cli(
+        tmp_path,
+        "train",
+        "retail",
+        "debug=fast",
+        "trainer.device=cpu",
+        "hparams_search=ndcg_optuna",
+        "hydra.sweeper.n_trials=3",
+    )
+    [result] = (tmp_path / "runs" / "retail").glob("multirun_*/optimization_results.yaml")
+    text = result.read_text()
+    assert "best_params" in text and "model.factors" in text and "best_value" in text
+    bad = cli(tmp_path, "train", "retail", "debug=fast", "+optimized_metric=auc", check=False)
+    assert bad.returncode == 2 and "optimized_metric='auc' is not one of" in bad.stderr

@@ -16,6 +16,7 @@ from shared import pipeline
 from shared.bundle import load_bundle, write_bundle
 from shared.config import require_int
 from shared.contract import FileVertical
+from shared.errors import UserError
 from shared.runs import latest, resolve_run
 
 
@@ -33,10 +34,17 @@ def _bundle_dir(cfg: DictConfig) -> Path:
     return latest(Path(cfg.paths.bundles_dir) / cfg.vertical, "bundle")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig) -> dict[str, float] | float:
+    """Metrics of the run; the one named by `optimized_metric` alone when it is set, since
+    a Hydra sweeper (Optuna) optimises the number the task returns."""
     result = pipeline.train(cfg, _hydra_output_dir())
     print(f"{cfg.vertical}: {pipeline.format_metrics(result.metrics)}")
     print(f"run: {result.run_dir}")
+    metric = cfg.get("optimized_metric")
+    if metric:
+        if metric not in result.metrics:
+            raise UserError(f"optimized_metric={metric!r} is not one of: {sorted(result.metrics)}")
+        return float(result.metrics[metric])
     return result.metrics
 
 
