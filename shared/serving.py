@@ -191,7 +191,9 @@ def _records_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> Non
         except UserError as exc:
             return _unprocessable(str(exc))
         scored.inc(len(frame))
-        return {"model_version": bundle.model_version, "predictions": frame.to_dict("records")}
+        # Missing values as null: pandas' string columns hold NaN for them, JSON has no NaN.
+        rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        return {"model_version": bundle.model_version, "predictions": rows}
 
 
 class OutputFile(BaseModel):

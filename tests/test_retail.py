@@ -82,6 +82,9 @@ def test_bundle_round_trip_and_api(retail_run: pipeline.TrainResult, retail_bund
     unknown = client.post("/predict", json={"user_id": "ghost"}).json()["predictions"][0]
     assert unknown["fallback"] is True and len(unknown["recommendations"]) == 10
     assert client.post("/predict", json={"user_id": "1", "k": 0}).status_code == 422
+    mixed = client.post("/predict", json=[{"user_id": "ghost", "k": 2}, {"item_id": "x", "k": 2}])
+    assert mixed.status_code == 200, mixed.text  # missing ids come back as null, never NaN
+    assert [p["item_id"] for p in mixed.json()["predictions"]] == [None, "x"]
     both = client.post("/predict", json={"user_id": "1", "item_id": "2"})
     assert both.status_code == 422 and "exactly one of user_id" in both.json()["message"]
     like = client.post(

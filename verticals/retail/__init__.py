@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from pydantic import BaseModel
 
 from shared.contract import RunContext, Splits, Vertical
+from shared.errors import UserError
 
 
 def _given(value: Any) -> Any:
@@ -78,6 +79,10 @@ class RetailVertical(Vertical):
             category = _given(record.get("category"))
             category = None if category is None else str(category)
             user, item = _given(record.get("user_id")), _given(record.get("item_id"))
+            if user is None and item is None:
+                raise UserError(
+                    "each row needs a user_id (recommendations) or an item_id (similar items)"
+                )
             if user is None and item is not None:
                 recs, fallback = similar_items(model, str(item), k, exclude, category)
             else:

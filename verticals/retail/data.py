@@ -99,7 +99,8 @@ def from_table(frame: pd.DataFrame, data: DictConfig, path: Any) -> pd.DataFrame
                     f"{path}: column {data.time_col!r} (data.time_col) holds "
                     "values that are neither numbers nor dates"
                 )
-            out["time"] = parsed.astype("int64") / 1e9
+            # seconds since the epoch, whatever unit (ns, us, s) the file stored
+            out["time"] = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
     else:
         out["time"] = np.nan
     return out

@@ -31,7 +31,7 @@ def evaluate(model: RetailModel, truth: HeldOut, plots_dir: Path | None) -> dict
     metrics = dict(mine)
     for name, value in base.items():
         metrics[f"popularity_{name}"] = value
-    for name in (f"precision@{k}", f"ndcg@{k}", f"map@{k}", f"recall@{k}"):
+    for name in (f"precision@{k}", f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"coverage@{k}"):
         metrics[f"lift_{name}"] = mine[name] / base[name] if base[name] > 0 else float("nan")
     metrics["test_users"] = float(len(users))
     if plots_dir is not None:

@@ -34,6 +34,15 @@ class RetailModel:
         self.item_index = {t: i for i, t in enumerate(self.item_ids)}
 
 
+def single_blas_thread() -> Any:
+    """implicit runs its own threads, and warns (and slows down) when BLAS runs more. Its
+    BLAS (scipy's OpenBLAS) is loaded with implicit.cpu, so import that before limiting."""
+    import implicit.cpu.als  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, "blas")
+
+
 def matrix(log: pd.DataFrame) -> tuple[Any, np.ndarray, np.ndarray]:
     """(CSR of summed weights, user ids, item ids) from a log with string ids."""
     from scipy.sparse import csr_matrix
@@ -83,7 +92,6 @@ def build(params: dict[str, Any], use_gpu: bool, seed: int) -> Any:
 
 def fit(cfg: DictConfig, train: Log, ctx: RunContext) -> RetailModel:
     import implicit.gpu
-    from threadpoolctl import threadpool_limits
 
     params = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(params, dict)
@@ -103,7 +111,7 @@ def fit(cfg: DictConfig, train: Log, ctx: RunContext) -> RetailModel:
         *csr.shape,
         csr.nnz,
     )
-    with threadpool_limits(1, "blas"):  # implicit warns (and slows) if BLAS threads too
+    with single_blas_thread():
         recommender = build(params, use_gpu, ctx.seed)
         recommender.fit(weighted(csr, params), show_progress=True)
     if use_gpu:
@@ -224,9 +232,7 @@ def load(directory: Path) -> RetailModel:
 
     meta = json.loads((directory / "retail.json").read_text())
     params = meta["params"]
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # implicit warns at construction otherwise
+    with single_blas_thread():
         recommender = type(build(params, False, 0)).load(directory / "recommender.npz")
     catalog = None
     if (directory / "catalog.parquet").is_file():
