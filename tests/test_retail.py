@@ -57,6 +57,34 @@ def test_filters_and_fallback(retail_run: pipeline.TrainResult) -> None:
     assert only and all(model.catalog.loc[i, "category"] == cat for i, _ in only)
     stranger, fallback = recommend_one(model, "never-seen", 5)
     assert fallback and len(stranger) == 5
+    both, _ = recommend_one(model, user, 5, exclude_items=[only[0][0], only[1][0]], category=cat)
+    assert both and not {only[0][0], only[1][0]} & {i for i, _ in both}
+    assert all(model.catalog.loc[i, "category"] == cat for i, _ in both)
+    with pytest.raises(UserError, match="category='nope' has no items"):
+        recommend_one(model, user, 5, category="nope")
+
+
+def test_batch_rows_parse_like_requests(retail_run: pipeline.TrainResult) -> None:
+    vertical, model = retail_run.vertical, retail_run.model
+    user = retail_run.splits.test.users[0]
+    first = vertical.predict(model, pd.DataFrame({"user_id": [user]}))
+    top = [r["item_id"] for r in first["recommendations"][0]][:2]
+    rows = pd.DataFrame(
+        {
+            "user_id": [float(user)],
+            "exclude_items": [";".join(top)],
+            "exclude_bought": ["false"],
+            "k": [4.0],
+        }
+    )
+    out = vertical.predict(model, rows)  # float ids from a CSV with blanks, text lists
+    assert out["user_id"][0] == user and not out["fallback"][0]
+    got = [r["item_id"] for r in out["recommendations"][0]]
+    assert len(got) == 4 and not set(top) & set(got)
+    with pytest.raises(UserError, match="k=0 must be between"):
+        vertical.predict(model, pd.DataFrame({"user_id": [user], "k": [0]}))
+    with pytest.raises(UserError, match="exclude_bought='maybe'"):
+        vertical.predict(model, pd.DataFrame({"user_id": [user], "exclude_bought": ["maybe"]}))
 
 
 def test_similar_items_share_the_planted_segment(retail_run: pipeline.TrainResult) -> None:
@@ -132,10 +160,34 @@ def test_split_protocols_hold_out_the_right_rows(tmp_path: Path) -> None:
     for user, items in zip(last.test.users, last.test.items, strict=True):
         assert set(items) <= {f"i{(int(user) + j) % 12}" for j in (8, 9)}
     days = load_splits(retail_cfg(tmp_path, *base, "data.split=time", "data.holdout_days=3.5"))
-    assert days.train.frame["time"].max() < 1_700_000_000 + 86_400 * 7
+    assert sorted(days.train.frame["time"].unique()) == [
+        1_700_000_000 + 86_400 * j for j in range(6)
+    ]  # days 0-5 kept
     with pytest.raises(UserError, match="data.split=time needs timestamps"):
         load_splits(
             retail_cfg(tmp_path, "data=interactions", f"data.path={log}", "data.split=time")
+        )
+
+
+def test_numeric_ids_with_blanks_stay_whole(tmp_path: Path) -> None:
+    log = tmp_path / "events.csv"
+    users = [1.0] * 20 + [2.0] * 20 + [None]  # the blank makes pandas read floats
+    items = list(range(20)) + list(range(19, -1, -1)) + [5]
+    frame = pd.DataFrame({"user": users, "item": items, "when": [""] + ["2024-01-01"] * 40})
+    frame.to_csv(log, index=False)
+    splits = load_splits(
+        retail_cfg(
+            tmp_path,
+            "data=interactions",
+            f"data.path={log}",
+            "data.split=leave_last",
+            "data.min_user_interactions=1",
+        )
+    )
+    assert set(splits.train.frame["user"]) <= {"1", "2"}
+    with pytest.raises(UserError, match="'when' \\(data.time_col\\) is empty in row"):
+        load_splits(
+            retail_cfg(tmp_path, "data=interactions", f"data.path={log}", "data.time_col=when")
         )
 
 

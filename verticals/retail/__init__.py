@@ -23,6 +23,45 @@ def _given(value: Any) -> Any:
     return value
 
 
+def _k(record: dict[str, Any], model: Any) -> int:
+    value = _given(record.get("k"))
+    if value is None:
+        return int(model.params["k"])
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"k={value!r} is not a whole number") from None
+    if not 1 <= k <= 1000:
+        raise UserError(f"k={k} must be between 1 and 1000")
+    return k
+
+
+def _items(record: dict[str, Any]) -> list[str]:
+    """exclude_items: a list (API, Parquet) or text "a;b;c" (CSV)."""
+    from verticals.retail.data import as_id
+
+    value = _given(record.get("exclude_items"))
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(";") if v.strip()]
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return [as_id(v) for v in value]
+
+
+def _flag(record: dict[str, Any]) -> bool:
+    value = _given(record.get("exclude_bought"))
+    if value is None:
+        return True
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise UserError(f"exclude_bought={value!r}: expected true or false")
+        return text in ("true", "1", "yes")
+    return bool(value)
+
+
 class RetailVertical(Vertical):
     name = "retail"
     title = "Product recommendation (implicit)"
@@ -69,35 +108,28 @@ class RetailVertical(Vertical):
         return RecommendResponse
 
     def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+        from verticals.retail.data import as_id
         from verticals.retail.model import recommend_one, similar_items
 
         rows = []
         for record in frame.to_dict("records"):
-            k = int(_given(record.get("k")) or model.params["k"])
-            exclude = [str(i) for i in (_given(record.get("exclude_items")) or [])]
-            bought = _given(record.get("exclude_bought"))
+            k, exclude, bought = _k(record, model), _items(record), _flag(record)
             category = _given(record.get("category"))
             category = None if category is None else str(category)
             user, item = _given(record.get("user_id")), _given(record.get("item_id"))
+            user, item = (None if v is None else as_id(v) for v in (user, item))
             if user is None and item is None:
                 raise UserError(
                     "each row needs a user_id (recommendations) or an item_id (similar items)"
                 )
-            if user is None and item is not None:
+            if user is None:
                 recs, fallback = similar_items(model, str(item), k, exclude, category)
             else:
-                recs, fallback = recommend_one(
-                    model,
-                    str(user),
-                    k,
-                    True if bought is None else bool(bought),
-                    exclude,
-                    category,
-                )
+                recs, fallback = recommend_one(model, user, k, bought, exclude, category)
             rows.append(
                 {
-                    "user_id": None if user is None else str(user),
-                    "item_id": None if item is None else str(item),
+                    "user_id": user,
+                    "item_id": item,
                     "fallback": fallback,
                     "recommendations": [
                         {"item_id": i, "score": s, "rank": r + 1} for r, (i, s) in enumerate(recs)

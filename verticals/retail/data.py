@@ -48,7 +48,10 @@ def read_movielens(path: str | Path, min_rating: float) -> pd.DataFrame:
         raw = raw.rename(columns={"userId": "user", "movieId": "item"})
     else:
         raw = pd.read_csv(path, sep="\t", names=["user", "item", "rating", "timestamp"])
-    positive = raw[raw["rating"] >= min_rating]
+    rating = pd.to_numeric(raw["rating"], errors="coerce")
+    if rating.isna().any():
+        raise UserError(f"{path}: ratings must be numbers (is it tab-separated u.data?)")
+    positive = raw[rating >= min_rating]
     return pd.DataFrame(
         {
             "user": positive["user"],
@@ -94,10 +97,12 @@ def from_table(frame: pd.DataFrame, data: DictConfig, path: Any) -> pd.DataFrame
             out["time"] = raw.astype("float64")
         else:
             parsed = pd.to_datetime(raw, errors="coerce", utc=True)
-            if parsed.isna().any() and raw.notna().any():
+            bad = parsed.isna() & raw.notna()
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise UserError(
-                    f"{path}: column {data.time_col!r} (data.time_col) holds "
-                    "values that are neither numbers nor dates"
+                    f"{path}: column {data.time_col!r} (data.time_col) row {row + 1} holds "
+                    f"{raw.iloc[row]!r}: neither a number nor a date"
                 )
             # seconds since the epoch, whatever unit (ns, us, s) the file stored
             out["time"] = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
@@ -136,14 +141,37 @@ def load_log(cfg: DictConfig) -> Log:
     if data.catalog_path:
         table = read_table(data.catalog_path, "data.catalog_path")
         ids = _column(table, data.catalog_item_col, "data.catalog_item_col", data.catalog_path)
-        catalog = table.assign(**{data.catalog_item_col: ids.astype(str)}).set_index(
+        catalog = table.assign(**{data.catalog_item_col: as_ids(ids)}).set_index(
             data.catalog_item_col
         )
     log = log.dropna(subset=["user", "item"])
     if log.empty:
         raise UserError(f"{data.path or data.source}: the interaction log is empty")
-    log["user"], log["item"] = log["user"].astype(str), log["item"].astype(str)
+    log["user"], log["item"] = as_ids(log["user"]), as_ids(log["item"])
+    if data.time_col and log["time"].isna().any():
+        row = int(np.flatnonzero(log["time"].isna().to_numpy())[0]) + 1
+        raise UserError(
+            f"{data.path}: column {data.time_col!r} (data.time_col) is empty in "
+            f"row {row}; every interaction needs a time"
+        )
     return Log(log.reset_index(drop=True), catalog)
+
+
+def as_ids(values: pd.Series) -> pd.Series:
+    """Ids as text, the same however a file stored them: a numeric column with a blank cell
+    is read as floats, and 123.0 must stay the customer 123."""
+    if pd.api.types.is_float_dtype(values):
+        whole = values.dropna()
+        if (whole == np.floor(whole)).all():
+            return values.astype("Int64").astype(str)
+    return values.astype(str)
+
+
+def as_id(value: object) -> str:
+    """One id from a request or a batch row, as `as_ids` writes it."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def split(log: pd.DataFrame, data: DictConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

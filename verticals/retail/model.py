@@ -32,6 +32,7 @@ class RetailModel:
     def __post_init__(self) -> None:
         self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.item_index = {t: i for i, t in enumerate(self.item_ids)}
+        self.categories: dict[str, np.ndarray] | None = None  # filled on first use
 
 
 def single_blas_thread() -> Any:
@@ -79,6 +80,7 @@ def build(params: dict[str, Any], use_gpu: bool, seed: int) -> Any:
         "iterations": int(params["iterations"]),
         "use_gpu": use_gpu,
         "random_state": seed,
+        "num_threads": int(params.get("num_threads", 0)),
     }
     name = params["name"]
     if name == "als":
@@ -122,14 +124,22 @@ def fit(cfg: DictConfig, train: Log, ctx: RunContext) -> RetailModel:
 
 
 def _allowed(model: RetailModel, category: str | None) -> np.ndarray | None:
+    """Item indices of `category` (None: no filter). Computed once per model."""
     if category is None:
         return None
     if model.catalog is None or "category" not in model.catalog.columns:
         raise UserError("category filters need an item catalog with a `category` column")
-    in_category = model.catalog.index[model.catalog["category"].astype(str) == category]
-    return np.array(
-        [model.item_index[i] for i in in_category if i in model.item_index], dtype=np.int32
-    )
+    if model.categories is None:
+        known = model.catalog[model.catalog.index.isin(model.item_index)]
+        model.categories = {
+            str(name): np.sort([model.item_index[i] for i in group.index]).astype(np.int32)
+            for name, group in known.groupby(known["category"].astype(str))
+        }
+    items = model.categories.get(str(category))
+    if items is None or len(items) == 0:
+        shown = ", ".join(sorted(model.categories)[:8])
+        raise UserError(f"category={category!r} has no items in the catalog; try: {shown}")
+    return items
 
 
 def popular_for(
@@ -163,6 +173,10 @@ def recommend_one(
         items = popular_for(model, None, k, exclude, allowed)
         return [(str(model.item_ids[i]), 0.0) for i in items], True
     filter_items = np.array(sorted(exclude), dtype=np.int32) if exclude else None
+    if allowed is not None and filter_items is not None:  # implicit takes one or the other
+        allowed, filter_items = np.setdiff1d(allowed, filter_items).astype(np.int32), None
+        if len(allowed) == 0:
+            return [], False
     ids, scores = model.recommender.recommend(
         user,
         model.user_items[user],

@@ -12,9 +12,11 @@ class RecommendRequest(BaseModel):
 
     user_id: str | int | None = Field(None, description="the customer's id, as in the log")
     item_id: str | int | None = Field(None, description="instead of user_id: similar items")
-    k: int = Field(10, ge=1, le=1000, description="how many items")
+    k: int | None = Field(None, ge=1, le=1000, description="how many items (default: model.k)")
     exclude_bought: bool = Field(True, description="leave out items the customer already has")
-    exclude_items: list[str | int] = Field(default_factory=list, description="never recommend")
+    exclude_items: list[str | int] = Field(
+        default_factory=list, description='never recommend these (files: "a;b;c")'
+    )
     category: str | None = Field(None, description="only items of this catalog category")
 
     @model_validator(mode="after")
