@@ -157,6 +157,21 @@ def popular_for(
     return np.array(out[:k], dtype=np.int64)
 
 
+def _filters(
+    model: RetailModel, exclude_items: list[str] | None, category: str | None
+) -> tuple[np.ndarray | None, set[int]]:
+    """(allowed item indices or None, excluded item indices) of one request."""
+    exclude = {model.item_index[i] for i in (exclude_items or []) if i in model.item_index}
+    return _allowed(model, category), exclude
+
+
+def _popular_fallback(
+    model: RetailModel, k: int, exclude: set[int], allowed: np.ndarray | None
+) -> list[tuple[str, float]]:
+    """For an id the model has never seen: the best sellers, score 0."""
+    return [(str(model.item_ids[i]), 0.0) for i in popular_for(model, None, k, exclude, allowed)]
+
+
 def recommend_one(
     model: RetailModel,
     user_id: str,
@@ -166,12 +181,10 @@ def recommend_one(
     category: str | None = None,
 ) -> tuple[list[tuple[str, float]], bool]:
     """([(item id, score)], fallback): an unknown user gets the popularity list, flagged."""
-    allowed = _allowed(model, category)
-    exclude = {model.item_index[i] for i in (exclude_items or []) if i in model.item_index}
+    allowed, exclude = _filters(model, exclude_items, category)
     user = model.user_index.get(str(user_id))
     if user is None:
-        items = popular_for(model, None, k, exclude, allowed)
-        return [(str(model.item_ids[i]), 0.0) for i in items], True
+        return _popular_fallback(model, k, exclude, allowed), True
     filter_items = np.array(sorted(exclude), dtype=np.int32) if exclude else None
     if allowed is not None and filter_items is not None:  # implicit takes one or the other
         allowed, filter_items = np.setdiff1d(allowed, filter_items).astype(np.int32), None
@@ -200,12 +213,10 @@ def similar_items(
 ) -> tuple[list[tuple[str, float]], bool]:
     """([(item id, cosine score)], fallback): items bought by the same kind of customer; an
     unknown item gets the popularity list, flagged."""
-    allowed = _allowed(model, category)
-    exclude = {model.item_index[i] for i in (exclude_items or []) if i in model.item_index}
+    allowed, exclude = _filters(model, exclude_items, category)
     item = model.item_index.get(str(item_id))
     if item is None:
-        items = popular_for(model, None, k, exclude, allowed)
-        return [(str(model.item_ids[i]), 0.0) for i in items], True
+        return _popular_fallback(model, k, exclude, allowed), True
     ids, scores = model.recommender.similar_items(item, N=k + 1 + len(exclude), items=allowed)
     out = [
         (str(model.item_ids[i]), float(s))
