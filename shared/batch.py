@@ -95,22 +95,27 @@ def _check_keep(keep: list[str], frame: pd.DataFrame, path: Path) -> None:
         raise UserError(f"keep_columns {missing} are not columns of {path}")
 
 
+_TABLE_SUFFIXES = (".csv", ".parquet")
+
+
 def predict_folder(
     bundle: Bundle,
     input_path: str | Path,
-    output_dir: str | Path,
+    output: str | Path,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Run a file vertical's bundle over a folder (or one file) of inputs.
 
-    Writes `<output_dir>/<input stem><output suffix>` per input and `predictions.csv` with
-    one summary row per input. A file that cannot be read is logged and listed in the table's
-    `error` column while the others go on; the command fails at the end, naming them.
+    `output` a folder: one `<input stem><output suffix>` per input (the input tree mirrored)
+    plus `predictions.csv`, one summary row per input. `output` a .csv/.parquet file: only
+    that table. A file that cannot be read is logged and listed in the table's `error`
+    column while the others go on; the command fails at the end, naming them.
     """
     vertical = bundle.vertical
     if not isinstance(vertical, FileVertical):
         raise UserError(f"{vertical.name} scores tables: give input=<file.csv|.parquet>")
-    source, out = Path(input_path), Path(output_dir)
+    source, out = Path(input_path), Path(output)
+    table_only = out.suffix.lower() in _TABLE_SUFFIXES
     if not source.exists():
         raise UserError(f"input {source} does not exist")
     files = [source] if vertical.matches(source) else vertical.find_inputs(source)
@@ -119,12 +124,18 @@ def predict_folder(
     if not files:
         endings = ", ".join(vertical.input_suffixes)
         raise UserError(f"input {source} holds no {vertical.name} inputs (files ending {endings})")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output={out} is a file; give a folder for the {vertical.name} outputs")
+    if out.is_dir() and table_only:
+        raise UserError(f"output={out} is a folder; a table needs a new .csv or .parquet name")
+    if out.exists() and not out.is_dir() and not table_only:
+        raise UserError(
+            f"output={out} is a file; give a folder for the {vertical.name} outputs, "
+            "or a .csv/.parquet name for the table alone"
+        )
     if source.is_dir() and out.resolve().is_relative_to(source.resolve()):
         raise UserError(f"output={out} is inside input={source}; outputs would be read as inputs")
     base = source if source.is_dir() else source.parent
-    out.mkdir(parents=True, exist_ok=True)
+    if not table_only:
+        out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
     for path in tqdm(files, unit="file", desc="predict", disable=not progress):
@@ -132,20 +143,60 @@ def predict_folder(
             result = vertical.predict_path(bundle.model, path)
         except Exception as exc:  # one bad input must not cost the others their results
             message = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-            log.error("%s: %s", path, message, exc_info=not isinstance(exc, UserError))
+            log.error("%s", message, exc_info=not isinstance(exc, UserError))
             failed.append(f"{path.name} ({message})")
-            rows.append({"input": str(path), "output": None, "error": message})
+            rows.append({"input": str(path), "error": message})
             continue
-        # Mirror the input tree, so a/case.nii.gz and b/case.nii.gz keep apart.
-        relative = path.relative_to(base).parent
-        target = out / relative / f"{vertical.stem(path)}{result.suffix}"
-        write_atomic(target, result.content)
-        rows.append({"input": str(path), "output": str(target), **result.summary, "error": None})
-    table = pd.json_normalize(rows, sep="_")
-    write_atomic(out / "predictions.csv", table.to_csv(index=False))
+        row: dict[str, Any] = {"input": str(path)}
+        if not table_only:  # mirror the input tree, so a/case and b/case keep apart
+            target = out / path.relative_to(base).parent / f"{vertical.stem(path)}{result.suffix}"
+            write_atomic(target, result.content)
+            row["output"] = str(target)
+        rows.append({**row, **result.summary, "error": None})
+    table = summary_table(rows)
+    destination = out if table_only else out / "predictions.csv"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.suffix.lower() == ".parquet":
+        write_atomic(destination, table.to_parquet(index=False))
+    else:
+        write_atomic(destination, table.to_csv(index=False))
     if failed:
         shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
         raise UserError(
             f"{len(failed)} of {len(files)} inputs failed, the rest are in {out}: {shown}"
         )
     return table
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}_"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def summary_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Summary rows as a flat table: nested dicts become `a_b` columns, lists become JSON
+    text (one cell per input), and whole numbers stay whole beside failed rows' gaps."""
+    import json
+
+    table = pd.DataFrame([_flatten(r) for r in rows], dtype=object)
+    for column in table.columns:
+        values = table[column].dropna()
+        kind = pd.api.types.infer_dtype(values, skipna=True)
+        if values.map(lambda v: isinstance(v, list | tuple)).any():
+            table[column] = table[column].map(
+                lambda v: json.dumps(v) if isinstance(v, list | tuple) else v
+            )
+        elif kind == "integer":
+            table[column] = table[column].astype("Int64")
+        elif kind == "boolean":
+            table[column] = table[column].astype("boolean")
+        elif kind in ("floating", "mixed-integer-float"):
+            table[column] = table[column].astype(float)
+        elif kind == "string":
+            table[column] = table[column].astype("string")
+    return table[[c for c in table.columns if c != "error"] + ["error"]]

@@ -232,8 +232,11 @@ def _file_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
     async def predict(
         file: Annotated[UploadFile, File(description="one input file (endings: /metadata)")],
         fmt: Annotated[
-            Literal["json", "file"],
-            Query(alias="format", description="json: summary + base64 file; file: raw file"),
+            Literal["json", "summary", "file"],
+            Query(
+                alias="format",
+                description="json: summary + base64 file; summary: no file; file: raw file",
+            ),
         ] = "json",
     ) -> Any:
         name = Path(file.filename or "").name
@@ -258,13 +261,13 @@ def _file_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:
                 "X-Prediction": json.dumps(summary),
             }
             return Response(result.content, media_type=result.media_type, headers=headers)
-        encoded = base64.b64encode(result.content).decode("ascii")
-        return {
-            "model_version": bundle.model_version,
-            "input": name,
-            "prediction": summary,
-            "output_file": {"name": out_name, "media_type": result.media_type, "base64": encoded},
-        }
+        answer = {"model_version": bundle.model_version, "input": name, "prediction": summary}
+        if fmt == "json":
+            encoded = base64.b64encode(result.content).decode("ascii")
+            answer["output_file"] = {
+                "name": out_name, "media_type": result.media_type, "base64": encoded
+            }  # fmt: skip
+        return answer
 
 
 def app_from_env() -> FastAPI:

@@ -20,6 +20,7 @@ KERNEL = "python3"
 # Per notebook: shrink the run so the suite stays fast (the kernel reads them from the env).
 OVERRIDES = {
     "finance_credit_risk": "model.num_boost_round=200",
+    "manufacturing_defect_detection": "debug=fast",
     "medical_imaging_segmentation": "debug=fast",
     "retail_recommendation": "debug=fast",
 }

@@ -10,13 +10,12 @@ output is a Decathlon task folder, the demo runs through the same loader as user
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+
+from shared.cache import build_once, key
 
 LABELS = {"0": "background", "1": "organ", "2": "lesion", "3": "vessel"}
 AIR, TISSUE, ORGAN, VESSEL = -1000.0, 40.0, 110.0, 240.0
@@ -87,42 +86,35 @@ def phantom(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.n
 
 
 def dataset_key(n_cases: int, shape: list[int], voxel_mm: float, seed: int) -> str:
-    text = json.dumps([_VERSION, n_cases, list(shape), voxel_mm, seed])
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return key(_VERSION, n_cases, list(shape), voxel_mm, seed)
 
 
 def write_dataset(folder: Path, n_cases: int, shape: list[int], voxel_mm: float, seed: int) -> Path:
     """Generate a Decathlon task folder at `folder` (once: an existing complete one is kept)."""
-    import nibabel as nib
 
-    if (folder / "dataset.json").is_file():
-        return folder
-    tmp = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "imagesTr").mkdir(parents=True)
-    (tmp / "labelsTr").mkdir()
-    rng = np.random.default_rng(seed)
-    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
-    training = []
-    for i in range(n_cases):
-        image, label = phantom(tuple(int(s) for s in shape), rng)  # type: ignore[arg-type]
-        name = f"phantom_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), tmp / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(label, affine), tmp / "labelsTr" / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {
-        "name": "SyntheticPhantoms",
-        "description": "CT-like phantoms with planted organ, lesion and vessel (verticals)",
-        "tensorImageSize": "3D",
-        "modality": {"0": "CT"},
-        "labels": LABELS,
-        "numTraining": n_cases,
-        "training": training,
-    }
-    (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    def build(tmp: Path) -> None:
+        import nibabel as nib
+
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
+        rng = np.random.default_rng(seed)
+        affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+        training = []
+        for i in range(n_cases):
+            image, label = phantom(tuple(int(s) for s in shape), rng)  # type: ignore[arg-type]
+            name = f"phantom_{i:03d}.nii.gz"
+            nib.save(nib.Nifti1Image(image, affine), tmp / "imagesTr" / name)
+            nib.save(nib.Nifti1Image(label, affine), tmp / "labelsTr" / name)
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+        meta = {
+            "name": "SyntheticPhantoms",
+            "description": "CT-like phantoms with planted organ, lesion and vessel (verticals)",
+            "tensorImageSize": "3D",
+            "modality": {"0": "CT"},
+            "labels": LABELS,
+            "numTraining": n_cases,
+            "training": training,
+        }
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
+
+    return build_once(folder, build)

@@ -1,0 +1,183 @@
+"""The trained detector as the line uses it: image in, defects and a pass/fail decision out.
+
+A saved model folder holds the PyTorch weights (`model.pt`), their ONNX export
+(`model.onnx`) and `meta.json` (class names, image size, inspection thresholds, and which
+runtime serves it: ONNX Runtime by default, the inference box's usual engine).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.errors import UserError
+from verticals.manufacturing.dataset import open_image
+from verticals.manufacturing.offline import ultralytics
+
+RUNTIMES = ("onnxruntime", "torch")
+#: ONNX and PyTorch detections agree to this, in pixels and in confidence (tested).
+BOX_TOLERANCE_PX = 1.0
+CONF_TOLERANCE = 0.02
+
+
+@dataclass
+class DefectModel:
+    weights: Path  # PyTorch weights (.pt)
+    names: list[str]
+    imgsz: int
+    inspection: dict[str, Any]  # conf, iou, max_det, fail_threshold, thresholds
+    onnx: Path | None = None
+    runtime: str = "torch"  # which file predicts: torch | onnxruntime
+    device: str = "cpu"
+    _nets: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def threshold(self, name: str) -> float:
+        """The confidence at which a `name` defect fails a part."""
+        return float(
+            self.inspection.get("thresholds", {}).get(name, self.inspection["fail_threshold"])
+        )
+
+    def network(self, runtime: str | None = None) -> Any:
+        """The ultralytics predictor for `runtime` (default: the model's), loaded once."""
+        runtime = runtime or self.runtime
+        if runtime not in self._nets:
+            if runtime == "onnxruntime" and self.onnx is None:
+                raise UserError("this model has no ONNX export; package it again")
+            path = self.onnx if runtime == "onnxruntime" else self.weights
+            self._nets[runtime] = ultralytics().YOLO(str(path), task="detect")
+        return self._nets[runtime]
+
+    def detect(self, image: np.ndarray, runtime: str | None = None) -> list[dict[str, Any]]:
+        """Detections in `image` (H x W x 3 RGB, uint8), boxes in its pixels."""
+        net = self.network(runtime)
+        device = "cpu" if (runtime or self.runtime) == "onnxruntime" else self.device
+        result = net.predict(
+            np.ascontiguousarray(image[..., ::-1]),  # ultralytics takes arrays in BGR order
+            imgsz=self.imgsz,
+            conf=float(self.inspection["conf"]),
+            iou=float(self.inspection["iou"]),
+            max_det=int(self.inspection.get("max_det", 100)),
+            device=device,
+            verbose=False,
+        )[0]
+        boxes = result.boxes
+        found = []
+        for xyxy, conf, cls in zip(
+            boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), strict=True
+        ):
+            name = self.names[int(cls)]
+            found.append(
+                {
+                    "defect_class": name,
+                    "confidence": round(float(conf), 4),
+                    "box": [round(float(v), 1) for v in xyxy],
+                    "fails": bool(conf >= self.threshold(name)),
+                }
+            )
+        return found
+
+    def warm_up(self) -> None:
+        """Load the runtime and run it once, so the first real part is not the slow one."""
+        self.detect(np.zeros((self.imgsz, self.imgsz, 3), np.uint8))
+
+    def inspect(self, image: np.ndarray, runtime: str | None = None) -> dict[str, Any]:
+        """The line's answer for one part: detections and pass/fail."""
+        detections = self.detect(image, runtime)
+        failing = sorted({d["defect_class"] for d in detections if d["fails"]})
+        return {
+            "decision": "fail" if failing else "pass",
+            "failed_classes": failing,
+            "n_detections": len(detections),
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "detections": detections,
+        }
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as H x W x 3 RGB uint8 (grey and 16-bit images converted)."""
+    from PIL import Image
+
+    with open_image(path) as handle:
+        if handle.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            array = np.asarray(handle, dtype=np.float64)
+            span = max(float(array.max() - array.min()), 1.0)
+            rgb = np.asarray(
+                Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8)).convert(
+                    "RGB"
+                )
+            )
+        else:
+            rgb = np.asarray(handle.convert("RGB"))
+    if min(rgb.shape[:2]) < 8:
+        raise UserError(f"{path} is {rgb.shape[1]}x{rgb.shape[0]} pixels; too small to inspect")
+    return rgb
+
+
+def annotate(image: np.ndarray, report: dict[str, Any]) -> bytes:
+    """A JPEG of `image` with failing defects boxed red, reported ones amber, and a banner."""
+    from PIL import Image, ImageDraw
+
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(min(picture.size) / 150))
+    for det in report["detections"]:
+        colour = (230, 30, 30) if det["fails"] else (255, 170, 0)
+        x0, y0, x1, y1 = det["box"]
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        text = f"{det['defect_class']} {det['confidence']:.2f}"
+        draw.text((x0 + 2, max(0, y0 - 11)), text, fill=colour)
+    banner = report["decision"].upper()
+    colour = (230, 30, 30) if banner == "FAIL" else (30, 170, 60)
+    draw.rectangle([0, 0, 8 + 7 * len(banner), 14], fill=colour)
+    draw.text((4, 1), banner, fill=(255, 255, 255))
+    out = io.BytesIO()
+    picture.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def export_onnx(weights: Path, imgsz: int) -> Path:
+    """`weights` exported to ONNX beside it (static 1 x 3 x imgsz x imgsz, simplified)."""
+    net = ultralytics().YOLO(str(weights), task="detect")
+    path = net.export(format="onnx", imgsz=imgsz, simplify=True, dynamic=False, device="cpu")
+    return Path(path)
+
+
+def save(model: DefectModel, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / "model.pt"
+    if Path(model.weights).resolve() != weights.resolve():
+        shutil.copy2(model.weights, weights)
+    onnx = export_onnx(weights, model.imgsz)
+    meta = {
+        "names": model.names,
+        "imgsz": model.imgsz,
+        "inspection": model.inspection,
+        "runtime": "onnxruntime",
+        "files": {"torch": weights.name, "onnxruntime": onnx.name},
+        "agreement": {"box_px": BOX_TOLERANCE_PX, "confidence": CONF_TOLERANCE},
+    }
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load(directory: Path, runtime: str | None = None) -> DefectModel:
+    meta = json.loads((directory / "meta.json").read_text())
+    runtime = runtime or meta["runtime"]
+    if runtime not in RUNTIMES:
+        raise UserError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
+    model = DefectModel(
+        weights=directory / meta["files"]["torch"],
+        names=list(meta["names"]),
+        imgsz=int(meta["imgsz"]),
+        inspection=dict(meta["inspection"]),
+        onnx=directory / meta["files"]["onnxruntime"],
+        runtime=runtime,
+    )
+    model.warm_up()
+    return model

@@ -1,0 +1,131 @@
+"""Train a YOLO detector with ultralytics, from the vertical's config, offline.
+
+`training.*` are ultralytics' train arguments under their own names; this module adds what
+the suite decides (data, device, AMP, seed, where outputs go) and turns ultralytics'
+argument errors into one-line messages.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from shared.contract import RunContext, Splits
+from shared.errors import UserError
+from verticals.manufacturing.model import DefectModel
+from verticals.manufacturing.offline import ultralytics
+
+_OURS = ("data", "device", "amp", "seed", "project", "name", "exist_ok", "model", "resume")
+
+
+def model_yaml(model: DictConfig) -> str:
+    """The ultralytics model yaml to build: `model.cfg`, or `<arch><scale>.yaml`."""
+    if model.cfg:
+        path = Path(model.cfg).expanduser()
+        if not path.is_file():
+            raise UserError(f"model.cfg={model.cfg} is not a file")
+        return str(path.resolve())
+    return f"{model.arch}{model.scale}.yaml"
+
+
+def build(model: DictConfig) -> Any:
+    """A YOLO detector from its yaml, with local (or, opted in, official) weights loaded."""
+    yolo_class = ultralytics().YOLO
+    name = model_yaml(model)
+    try:
+        net = yolo_class(name, task="detect")
+    except FileNotFoundError:
+        raise UserError(
+            f"model.arch={model.arch} model.scale={model.scale}: ultralytics has no {name}; "
+            "try arch yolov8, yolo11 or yolo26 with scale n, s, m, l or x"
+        ) from None
+    if model.weights:
+        weights = Path(model.weights).expanduser()
+        if not weights.is_file() and not model.download:
+            raise UserError(
+                f"model.weights={model.weights} is not a local file",
+                hint="give a path to a .pt file; to fetch official weights by name, "
+                "add model.download=true (needs network access)",
+            )
+        net.load(str(weights) if weights.is_file() else str(model.weights))
+    return net
+
+
+def train_args(cfg: DictConfig, splits: Splits, ctx: RunContext) -> dict[str, Any]:
+    """ultralytics train(**args): the user's `training.*` plus what the suite fixes."""
+    training = OmegaConf.to_container(cfg.training, resolve=True)
+    assert isinstance(training, dict)
+    extra = training.pop("extra") or {}
+    clash = sorted(set(extra) & set(_OURS))
+    if clash:
+        raise UserError(f"training.extra sets {', '.join(clash)}, which the suite sets itself")
+    args = {k: v for k, v in {**training, **extra}.items() if v is not None}
+    args["imgsz"] = image_size(cfg)
+    device = ctx.device
+    args.update(
+        data=str(splits.train.yaml),
+        device=0 if device.is_cuda else "cpu",
+        amp=device.is_cuda and device.precision != "fp32",
+        seed=ctx.seed,
+        deterministic=True,
+        project=str(ctx.run_dir),
+        name="train",
+        exist_ok=True,
+        plots=True,
+    )
+    return args
+
+
+def image_size(cfg: DictConfig) -> int:
+    """`training.imgsz`, or the synthetic surfaces' size, or ultralytics' 640."""
+    if cfg.training.imgsz:
+        return int(cfg.training.imgsz)
+    return int(cfg.data.image_size) if cfg.data.source == "synthetic" else 640
+
+
+def check_inspection(inspection: DictConfig, names: list[str]) -> None:
+    """Thresholds are confidences, and per-class ones must name classes of the data."""
+    for key in ("conf", "iou", "fail_threshold"):
+        if not 0.0 <= float(inspection[key]) <= 1.0:
+            raise UserError(f"inspection.{key}={inspection[key]} must lie in [0, 1]")
+    for name, value in (inspection.thresholds or {}).items():
+        if name not in names:
+            raise UserError(
+                f"inspection.thresholds names {name!r}, which is not a class of the data "
+                f"({', '.join(names)})"
+            )
+        if not 0.0 <= float(value) <= 1.0:
+            raise UserError(f"inspection.thresholds.{name}={value} must lie in [0, 1]")
+
+
+def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> DefectModel:
+    import torch
+
+    check_inspection(cfg.inspection, list(splits.train.names))
+    net = build(cfg.model)
+    args = train_args(cfg, splits, ctx)
+    ctx.log.info("ultralytics train: %s", ", ".join(f"{k}={v}" for k, v in sorted(args.items())))
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        net.train(**args)
+    except SyntaxError as exc:  # ultralytics' word for an unknown or mistyped argument
+        message = str(exc).strip().splitlines()
+        raise UserError(f"training: {message[0] if message else exc}") from None
+    finally:  # ultralytics switches this on process-wide; later work should not inherit it
+        torch.use_deterministic_algorithms(deterministic)
+    out = ctx.run_dir / "train"
+    if (out / "results.csv").is_file():
+        shutil.copy2(out / "results.csv", ctx.run_dir / "history.csv")
+    best = out / "weights" / "best.pt"
+    if not best.is_file():
+        best = out / "weights" / "last.pt"
+    return DefectModel(
+        weights=best,
+        names=list(splits.train.names),
+        imgsz=args["imgsz"],
+        inspection=dict(OmegaConf.to_container(cfg.inspection, resolve=True)),  # type: ignore[arg-type]
+        device="cuda" if ctx.device.is_cuda else "cpu",
+    )
