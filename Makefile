@@ -29,6 +29,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/finance.py
 	$(BIN)/python benchmarks/medical.py
+	$(BIN)/python benchmarks/manufacturing.py
 
 clean:
 	rm -rf runs bundles feedback cache

@@ -26,7 +26,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from shared import pipeline  # noqa: E402
+from shared import pipeline, registry  # noqa: E402
 from shared.batch import predict_folder  # noqa: E402
 from shared.bundle import load_bundle, write_bundle  # noqa: E402
 from shared.errors import UserError  # noqa: E402
@@ -167,8 +167,9 @@ def test_onnx_and_pytorch_agree(manufacturing_bundle, manufacturing_run) -> None
     assert meta["runtime"] == "onnxruntime"
     margin = float(model.inspection["conf"]) + 0.05
     compared = 0
-    for path in manufacturing_run.splits.test.images[:16]:
-        image = read_image(path)
+    images = [read_image(p) for p in manufacturing_run.splits.test.images[:16]]
+    wide = np.concatenate([images[0], images[1][:, :64]], axis=1)  # 192 x 128: padded to square
+    for image in [*images, wide]:
         torch_dets, onnx_dets = model.detect(image, "torch"), model.detect(image, "onnxruntime")
         for x, y in _matched(torch_dets, onnx_dets, margin) + _matched(
             onnx_dets, torch_dets, margin
@@ -214,6 +215,10 @@ def test_thresholds_decide_pass_or_fail(manufacturing_bundle, manufacturing_run)
         assert model.inspect(image)["decision"] == "pass"
         model.inspection["thresholds"] = {strict["failed_classes"][0]: 0.0}
         assert model.inspect(image)["failed_classes"] == [strict["failed_classes"][0]]
+        # a class threshold under the reporting level still fails the part
+        model.inspection["conf"] = 0.99
+        below = model.inspect(image)
+        assert below["decision"] == "fail" and all(d["fails"] for d in below["detections"])
     finally:
         model.inspection.clear()
         model.inspection.update(saved)
@@ -257,19 +262,60 @@ def test_yolo_checks_name_file_and_line(tmp_path: Path) -> None:
     path = _yolo_set(tmp_path)
     checks.check(dataset.load(path), progress=False)  # a clean set passes
     (tmp_path / "labels/train/0.txt").write_text("0 0.5 0.5 0.2 0.2\n1 1.2 0.5 0.1 0.1\n")
-    (tmp_path / "labels/train/1.txt").write_text("7 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels/train/1.txt").write_text("7 0.5 0.5 0.2 0.2\n0 nan 0.5 0.2 0.2\n")
+    (tmp_path / "labels/val/0.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.2 0.1 0.2 0.2\n")
     (tmp_path / "labels/val/ghost.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (tmp_path / "images/val/1.png").write_bytes(b"garbage")
     with pytest.raises(UserError) as err:
         checks.check(dataset.load(path), progress=False)
     text = str(err.value)
-    assert "4 problem(s)" in text
+    assert "6 problem(s)" in text
+    assert "labels/train/1.txt line 2: '0 nan 0.5 0.2 0.2' holds nan or inf" in text
+    assert "labels/val/0.txt: mixes box rows" in text
     assert "labels/train/0.txt line 2: x_center=1.2 is outside [0, 1]" in text
     assert (
         "labels/train/1.txt line 1: class 7 is not in the class list (0: scratch, 1: hole)" in text
     )
     assert "labels/val/ghost.txt: label without an image" in text
     assert "images/val/1.png cannot be read as an image" in text
+
+
+def test_yolo_lists_over_one_folder_pass_the_checks(tmp_path: Path) -> None:
+    """The common layout: one images/ and labels/ folder, split by train.txt / val.txt."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(4):
+        Image.new("L", (40, 30), 90).save(tmp_path / "images" / f"{i}.jpg")
+        (tmp_path / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "._0.jpg").write_bytes(b"AppleDouble junk")  # hidden files are not images
+    (tmp_path / "train.txt").write_text("./images/0.jpg\n./images/1.jpg\nimages/2.jpg\n")
+    (tmp_path / "val.txt").write_text("images/3.jpg\n")
+    (tmp_path / "data.yaml").write_text(
+        "path: .\ntrain: train.txt\nval: val.txt\nnames: {0: dent}\n"
+    )
+    parts = dataset.load(tmp_path / "data.yaml")
+    assert (len(parts["train"]), len(parts["val"])) == (3, 1)
+    checks.check(parts, progress=False)
+
+
+def test_user_yolo_set_trains_from_a_cached_copy(tmp_path: Path) -> None:
+    path = _yolo_set(tmp_path / "line")
+    (tmp_path / "line" / "data.yaml").write_text(
+        path.read_text() + "download: https://example.com/should-never-be-fetched.zip\n"
+    )
+    with NoNetwork() as guard:
+        result = pipeline.train(
+            cfg(tmp_path, "data=yolo", f"data.yaml={path}", "training.epochs=1",
+                "training.imgsz=64", "training.batch=2", "training.workers=0")
+        )  # fmt: skip
+    assert guard.attempts == []
+    assert result.splits.train.yaml.is_relative_to(tmp_path / "cache")
+    assert "download" not in result.splits.train.yaml.read_text()
+    user_files = {p.relative_to(tmp_path / "line") for p in (tmp_path / "line").rglob("*")}
+    assert not [p for p in user_files if p.suffix in (".cache", ".npy")], user_files
+    assert "map50" in result.metrics
 
 
 def test_yolo_yaml_errors(tmp_path: Path) -> None:
@@ -311,6 +357,11 @@ def test_voc_boxes_become_yolo_labels(tmp_path: Path) -> None:
     boxes = dataset.read_boxes(dataset.label_path(parts["train"].images[0]))
     assert boxes[0] == pytest.approx((1, 0.3, 0.4, 0.5, 0.4))
     assert boxes[1] == pytest.approx((0, 0.5, 0.5, 1.0, 1.0))
+    (tmp_path / "voc" / "Annotations" / "img0_copy.xml").write_text(
+        (tmp_path / "voc" / "Annotations" / "img0.xml").read_text()
+    )
+    with pytest.raises(UserError, match="both annotate img0.jpg"):
+        voc.convert(tmp_path / "voc", tmp_path / "cache2", 0, 0.2, 0.1)
     _voc(tmp_path / "bad", "x", [("scratch", 50, 20, 40, 60)])
     with pytest.raises(UserError, match=r"x.xml object 1 \(scratch\): box .* has no area"):
         voc.convert(tmp_path / "bad", tmp_path / "cache", 0, 0.2, 0.1)
@@ -374,13 +425,39 @@ def test_cli_train_package_predict_offline(tmp_path: Path) -> None:
 
 def test_offline_settings_hold_when_ultralytics_was_imported_first(tmp_path: Path) -> None:
     code = (
+        "import socket\n"  # name look-ups 'succeed' (ultralytics thinks it is online), and
+        "socket.getaddrinfo = lambda *a, **k: [(2, 1, 6, '', ('10.0.0.1', 443))]\n"
+        "def refuse(*a, **k): raise OSError('no connections in this test')\n"
+        "socket.socket.connect = refuse\n"  # nothing can connect anyway
         "import ultralytics\n"  # before the vertical: its environment settings come too late
+        "from ultralytics.utils import events\n"
+        "online_at_import = events.events.enabled\n"
         "from verticals.manufacturing.offline import ultralytics as offline\n"
         "offline()\n"
         "from ultralytics.utils import USER_CONFIG_DIR, checks\n"
         "assert (USER_CONFIG_DIR / 'Arial.ttf').is_file(), USER_CONFIG_DIR\n"
-        "assert not checks.ONLINE and not checks.AUTOINSTALL\n"
+        "assert not checks.ONLINE and not checks.AUTOINSTALL and not events.events.enabled\n"
+        "print('telemetry was on at import:', online_at_import)\n"
     )
-    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path), "YOLO_OFFLINE": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "PYTEST_"))}
+    env["YOLO_CONFIG_DIR"] = str(tmp_path)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.skipif(
+    not (Path(os.environ.get("VERTICALS_DATA_DIR", "/nonexistent")) / "neu-det").is_dir(),
+    reason="set VERTICALS_DATA_DIR to a folder holding neu-det/ (NEU surface defects, VOC)",
+)
+def test_neu_det_reads_as_six_classes(tmp_path: Path) -> None:
+    root = Path(os.environ["VERTICALS_DATA_DIR"]) / "neu-det"
+    splits = registry.get("manufacturing").load_data(
+        cfg(tmp_path, "experiment=neu_det", f"data.root={root}")
+    )
+    assert splits.train.names == [
+        "crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"
+    ]  # fmt: skip
+    total = sum(splits.info[f"n_{s}"] for s in ("train", "val", "test"))
+    assert total == len(list((root / "ANNOTATIONS").glob("*.xml")))
+    boxes = [dataset.read_boxes(dataset.label_path(p)) for p in splits.train.images[:50]]
+    assert all(b for b in boxes)  # every NEU image has at least one defect box

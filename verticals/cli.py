@@ -21,7 +21,8 @@ commands:
   package    turn a run into a bundle under bundles/<vertical>/ (run=PATH, default latest)
   serve      serve a bundle over HTTP (bundle=PATH, serve.port=8000)
   predict    score a file with a bundle: input=in.csv output=out.parquet
-             (medical: input=<folder of volumes> output=<folder of masks>)
+             (file verticals, medical and manufacturing: input=<folder or file>,
+             output=<folder> for output files + predictions.csv, or output=<table.csv>)
   demo       every vertical end to end on built-in demo data, then a summary table
   list       the installed verticals
 
@@ -30,6 +31,7 @@ examples:
   verticals train finance data=table data.path=loans.parquet data.target=default
   verticals train finance -m model.num_leaves=15,63
   verticals train medical data=decathlon data.root=/data/Task09_Spleen
+  verticals train manufacturing data=yolo data.yaml=/data/line3/data.yaml
   verticals train finance --cfg job
   verticals serve finance serve.port=8080
 """

@@ -7,19 +7,22 @@ together, each naming the file (and line).
 
 from __future__ import annotations
 
+import glob
+import math
 from pathlib import Path
 
 from shared.errors import UserError
-from verticals.manufacturing.dataset import IMAGE_SUFFIXES, ImageSet, label_path, open_image
+from verticals.manufacturing.dataset import ImageSet, label_path, open_image
 
 _FIELDS = ("x_center", "y_center", "width", "height")
 _SHOWN = 12
 
 
 def _label_problems(label: Path, n_classes: int, names: list[str]) -> list[str]:
-    problems = []
+    problems: list[str] = []
+    kinds: set[str] = set()
     try:
-        lines = label.read_text().splitlines()
+        lines = label.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         return [f"{label}: cannot be read ({exc})"]
     for number, line in enumerate(lines, start=1):
@@ -37,6 +40,10 @@ def _label_problems(label: Path, n_classes: int, names: list[str]) -> list[str]:
                 f"{where}: {len(values)} values; expected 5 (class x_center y_center width height)"
             )
             continue
+        if not all(math.isfinite(v) for v in values):
+            problems.append(f"{where}: {line.strip()!r} holds nan or inf")
+            continue
+        kinds.add("box" if len(values) == 5 else "polygon")
         cls = values[0]
         if cls != int(cls) or not 0 <= cls < n_classes:
             known = ", ".join(f"{i}: {n}" for i, n in enumerate(names[:8]))
@@ -45,6 +52,8 @@ def _label_problems(label: Path, n_classes: int, names: list[str]) -> list[str]:
             if not 0.0 <= value <= 1.0:
                 name = _FIELDS[i] if len(values) == 5 else f"coordinate {i + 1}"
                 problems.append(f"{where}: {name}={fields[i + 1]} is outside [0, 1]")
+    if len(kinds) > 1:  # ultralytics drops such a file's image without a word
+        problems.append(f"{label}: mixes box rows (5 values) and polygon rows; use one kind")
     return problems
 
 
@@ -56,20 +65,33 @@ def _image_problem(image: Path) -> str | None:
     return None
 
 
-def _orphans(images: list[Path]) -> list[str]:
-    """Label files in the split's label folders that no image of the split belongs to."""
-    labelled = {label_path(p) for p in images}
-    folders = {p.parent for p in labelled if p.parent.is_dir()}
+def _orphans(splits: dict[str, ImageSet]) -> list[str]:
+    """Label files in the data set's label folders that belong to no image on disk."""
+    labelled = {label_path(p) for split in splits.values() for p in split.images}
     found = []
-    for folder in sorted(folders):
+    for folder in sorted({p.parent for p in labelled if p.parent.is_dir()}):
         for label in sorted(folder.glob("*.txt")):
-            if label not in labelled and label.name != "classes.txt":
-                hint = label.with_suffix("").name
-                found.append(
-                    f"{label}: label without an image (no {hint}"
-                    f"{{{','.join(IMAGE_SUFFIXES)}}} in the image folder)"
-                )
+            if label in labelled or label.name == "classes.txt":
+                continue
+            images = label_path_inverse(label)
+            if images is not None and any(
+                p.is_file() for p in images.parent.glob(f"{glob.escape(images.name)}.*")
+            ):
+                continue  # an image in a format the suite does not read; not an orphan
+            found.append(
+                f"{label}: label without an image (no {label.stem}.* among the data set's images)"
+            )
     return found
+
+
+def label_path_inverse(label: Path) -> Path | None:
+    """`.../labels/x/a.txt` -> `.../images/x/a` (no ending): where its image would be."""
+    parts = list(label.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "labels":
+            parts[i] = "images"
+            return Path(*parts).with_suffix("")
+    return None
 
 
 def check(splits: dict[str, ImageSet], progress: bool = True) -> None:
@@ -87,7 +109,8 @@ def check(splits: dict[str, ImageSet], progress: bool = True) -> None:
             label = label_path(image)
             if label.is_file():
                 problems += _label_problems(label, n, split.names)
-        problems += _orphans(split.images)
+    problems += _orphans(splits)
+    problems = list(dict.fromkeys(problems))  # an image in two splits is reported once
     if problems:
         shown = "\n  ".join(problems[:_SHOWN])
         more = f"\n  ... and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""

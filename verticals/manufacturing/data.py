@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from shared.cache import key
 from shared.config import require_int
 from shared.contract import Splits
 from shared.errors import UserError
@@ -49,14 +50,33 @@ def data_yaml(cfg: DictConfig) -> Path:
     raise UserError(f"data.source={data.source!r} is not one of synthetic, yolo, voc")
 
 
+def _signature(parts: dict[str, dataset.ImageSet]) -> list:
+    """What the user's files look like now: a changed image or label makes a new mirror."""
+    stamp = []
+    for split, part in parts.items():
+        for image in part.images:
+            label = dataset.label_path(image)
+            stat = label.stat() if label.is_file() else None
+            stamp.append((split, str(image), image.stat().st_mtime_ns,
+                          stat.st_mtime_ns if stat else None))  # fmt: skip
+    return stamp
+
+
 def load_splits(cfg: DictConfig) -> Splits:
     path = data_yaml(cfg)
     parts = dataset.load(path)
     checks.check(parts)
+    if cfg.data.source == "yolo":  # hand ultralytics a normalised copy (see dataset.mirror)
+        folder = (
+            Path(cfg.paths.cache_dir)
+            / "manufacturing"
+            / f"yolo-{key(str(path), _signature(parts))}"
+        )
+        parts = dataset.load(dataset.mirror(parts, folder))
     test = parts.get("test", parts["val"])
     info = {
         "source": cfg.data.source,
-        "data_yaml": str(path),
+        "data_yaml": str(path),  # the user's (a yolo data set trains from its cached copy)
         "classes": ", ".join(parts["train"].names),
         **{f"n_{k}": len(v) for k, v in parts.items()},
         "test_split": test.split,

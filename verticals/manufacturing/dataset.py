@@ -42,6 +42,8 @@ def open_image(path: Path) -> Any:
         image.load()
     except ImportError:
         raise UserError(f"{path} cannot be read as an image: not a format Pillow reads") from None
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"{path} is too large to read safely: {exc}") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise UserError(f"{path} cannot be read as an image: {exc}") from None
     return image
@@ -62,7 +64,7 @@ def read_boxes(label: Path) -> list[tuple[int, float, float, float, float]]:
     if not label.is_file():
         return []
     rows = []
-    for line in label.read_text().splitlines():
+    for line in label.read_text(encoding="utf-8-sig").splitlines():
         fields = line.split()
         if fields:
             values = [float(v) for v in fields]
@@ -111,17 +113,23 @@ def read_yaml(path: str | Path) -> tuple[Path, dict[str, Any], list[str]]:
 
 
 def split_images(root: Path, entry: Any, yaml_path: Path, key: str) -> list[Path]:
-    """The image files a data.yaml split entry names (folders, image lists, or both)."""
+    """The image files a data.yaml split entry names (folders, image lists, or both).
+
+    Relative entries, and relative lines of an image list, are read against the data set's
+    root and the list's own folder (ultralytics would read some against the current folder;
+    the vertical hands it a normalised copy, see `mirror`)."""
     images: list[Path] = []
     for item in entry if isinstance(entry, list) else [entry]:
         where = Path(str(item)).expanduser()
         where = where if where.is_absolute() else root / where
         if where.is_dir():
             images += sorted(
-                p for p in where.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                p
+                for p in where.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
             )
         elif where.is_file() and where.suffix == ".txt":
-            for line in where.read_text().splitlines():
+            for line in where.read_text(encoding="utf-8-sig").splitlines():
                 if line.strip():
                     image = Path(line.strip())
                     images.append(image if image.is_absolute() else where.parent / image)
@@ -143,3 +151,43 @@ def load(path: str | Path) -> dict[str, ImageSet]:
         for key in ("train", "val", "test")
         if doc.get(key)
     }
+
+
+def mirror(parts: dict[str, ImageSet], folder: Path) -> Path:
+    """A normalised copy of a user's data set for ultralytics, built once: images linked,
+    labels copied, and a data.yaml with an absolute path, the class names and nothing else.
+
+    ultralytics resolves relative paths against the current folder, runs a data.yaml's
+    `download:` entry, and writes `.cache` files (and re-saved images) beside the data; the
+    copy keeps all of that in the suite's cache and away from the user's folders."""
+    from shared.cache import build_once
+    from verticals.manufacturing.synthetic import write_data_yaml
+
+    names = next(iter(parts.values())).names
+
+    def build(tmp: Path) -> None:
+        for split, part in parts.items():
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "labels" / split).mkdir(parents=True)
+            taken: set[str] = set()
+            for i, image in enumerate(part.images):
+                name = image.name if image.name not in taken else f"{i:06d}_{image.name}"
+                taken.add(name)
+                link(image, tmp / "images" / split / name)
+                label = label_path(image)
+                text = label.read_text(encoding="utf-8-sig") if label.is_file() else ""
+                (tmp / "labels" / split / Path(name).with_suffix(".txt")).write_text(text)
+        write_data_yaml(tmp / "data.yaml", folder, names, list(parts))
+
+    return build_once(folder, build) / "data.yaml"
+
+
+def link(source: Path, target: Path) -> None:
+    """`target` pointing at `source` (a copy where the file system has no links)."""
+    import os
+    import shutil
+
+    try:
+        os.symlink(source.resolve(), target)
+    except OSError:
+        shutil.copy2(source, target)

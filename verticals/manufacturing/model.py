@@ -57,10 +57,13 @@ class DefectModel:
         """Detections in `image` (H x W x 3 RGB, uint8), boxes in its pixels."""
         net = self.network(runtime)
         device = "cpu" if (runtime or self.runtime) == "onnxruntime" else self.device
+        report_from = float(self.inspection["conf"])
+        lowest = min([report_from, *(self.threshold(n) for n in self.names)])
         result = net.predict(
             np.ascontiguousarray(image[..., ::-1]),  # ultralytics takes arrays in BGR order
             imgsz=self.imgsz,
-            conf=float(self.inspection["conf"]),
+            rect=False,  # pad to a square as the static ONNX model must: same input for both
+            conf=lowest,  # a class threshold under the reporting level still fails parts
             iou=float(self.inspection["iou"]),
             max_det=int(self.inspection.get("max_det", 100)),
             device=device,
@@ -72,12 +75,15 @@ class DefectModel:
             boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), strict=True
         ):
             name = self.names[int(cls)]
+            fails = bool(conf >= self.threshold(name))
+            if conf < report_from and not fails:
+                continue
             found.append(
                 {
                     "defect_class": name,
                     "confidence": round(float(conf), 4),
                     "box": [round(float(v), 1) for v in xyxy],
-                    "fails": bool(conf >= self.threshold(name)),
+                    "fails": fails,
                 }
             )
         return found
@@ -101,23 +107,22 @@ class DefectModel:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An image file as H x W x 3 RGB uint8 (grey and 16-bit images converted)."""
-    from PIL import Image
+    """An image file as H x W x 3 RGB uint8, decoded as ultralytics decodes training images
+    (OpenCV: EXIF orientation applied, grey made colour, alpha dropped, 16-bit images kept
+    to their high byte), so served parts look like the parts the model learned from."""
+    import cv2
 
-    with open_image(path) as handle:
-        if handle.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            array = np.asarray(handle, dtype=np.float64)
-            span = max(float(array.max() - array.min()), 1.0)
-            rgb = np.asarray(
-                Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8)).convert(
-                    "RGB"
-                )
-            )
-        else:
-            rgb = np.asarray(handle.convert("RGB"))
-    if min(rgb.shape[:2]) < 8:
-        raise UserError(f"{path} is {rgb.shape[1]}x{rgb.shape[0]} pixels; too small to inspect")
-    return rgb
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read: {exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        open_image(path).close()  # Pillow names what is wrong, when it can
+        raise UserError(f"{path} cannot be read as an image: OpenCV cannot decode it")
+    if min(image.shape[:2]) < 8:
+        raise UserError(f"{path} is {image.shape[1]}x{image.shape[0]} pixels; too small to inspect")
+    return np.ascontiguousarray(image[..., ::-1])
 
 
 def annotate(image: np.ndarray, report: dict[str, Any]) -> bytes:

@@ -13,7 +13,9 @@ What ultralytics reaches for, and what stops it:
 - ``settings.json`` is written on first import, with ``datasets_dir`` frozen to that
   run's working folder: ``YOLO_CONFIG_DIR`` points at our folder, and data.yaml files
   carry absolute paths.
-- Telemetry (``sync``), hub and experiment-tracker callbacks: switched off in settings.
+- Telemetry (``sync``; the event queue itself, in case ultralytics was imported before
+  these settings) and experiment-tracker callbacks: switched off. (Ultralytics Platform
+  streaming only starts when a user sets ``ULTRALYTICS_API_KEY``: that is an opt-in.)
 - The AMP check on CUDA downloads a reference model: replaced by a check on the model
   being trained (see `_amp_check`).
 - Official weights by name (``yolo11n.pt``): the vertical builds from ``.yaml`` or loads a
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -72,6 +76,7 @@ def ultralytics() -> ModuleType:
     for loaded in (utils, checks, events):
         if getattr(loaded, "ONLINE", False):
             loaded.ONLINE = False  # type: ignore[attr-defined]
+    events.events.enabled = False  # decided when ultralytics was imported; now off for good
     if getattr(checks, "AUTOINSTALL", False):
         checks.AUTOINSTALL = False  # type: ignore[attr-defined]
     wanted = {key: False for key in _OFF if key in utils.SETTINGS}
@@ -83,8 +88,8 @@ def ultralytics() -> ModuleType:
 
 def _amp_check(model: Any) -> bool:
     """ultralytics' AMP check without its download: one forward pass of the model being
-    trained, in float32 and under autocast; AMP stays on when both give finite, close
-    outputs (the reference check compares detections of a downloaded model instead)."""
+    trained under fp16 autocast; AMP stays on when every output is finite (NaN or inf is
+    how AMP fails on the GPUs ultralytics' own check exists for)."""
     import torch
 
     device = next(model.parameters()).device
@@ -94,12 +99,9 @@ def _amp_check(model: Any) -> bool:
     model.eval()
     try:
         x = torch.rand(2, 3, 256, 256, device=device)
-        with torch.no_grad():
-            ref = _first_tensor(model(x)).float()
-            with torch.autocast("cuda", dtype=torch.float16):
-                half = _first_tensor(model(x)).float()
-        scale = ref.abs().max().clamp(min=1.0)
-        ok = bool(torch.isfinite(half).all() and ((ref - half).abs().max() / scale) < 0.05)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+            outputs = _tensors(model(x))
+        ok = bool(outputs) and all(bool(torch.isfinite(t.float()).all()) for t in outputs)
     except RuntimeError:
         ok = False
     finally:
@@ -107,7 +109,44 @@ def _amp_check(model: Any) -> bool:
     return ok
 
 
-def _first_tensor(output: Any) -> Any:
-    while isinstance(output, list | tuple):
-        output = output[0]
-    return output
+def _tensors(output: Any) -> list[Any]:
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, list | tuple):
+        return [t for item in output for t in _tensors(item)]
+    return []
+
+
+@contextmanager
+def process_state_kept() -> Iterator[None]:
+    """Undo what ultralytics' trainer changes for the whole process (torch threads and
+    determinism, OpenMP/OpenCV threads, PYTHONHASHSEED, cuDNN flags): `verticals demo` and
+    notebooks go on to train other verticals in the same process. (Its patches of
+    `PIL.Image.open` and `torch.save` stay: they change nothing for other callers.)"""
+    import cv2
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    cv_threads = cv2.getNumThreads()
+    env = {
+        k: os.environ.get(k)
+        for k in ("OMP_NUM_THREADS", "PYTHONHASHSEED", "CUBLAS_WORKSPACE_CONFIG")
+    }
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        cv2.setNumThreads(cv_threads)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from shared.contract import RunContext, Splits
 from shared.errors import UserError
 from verticals.manufacturing.model import DefectModel
-from verticals.manufacturing.offline import ultralytics
+from verticals.manufacturing.offline import process_state_kept, ultralytics
 
-_OURS = ("data", "device", "amp", "seed", "project", "name", "exist_ok", "model", "resume")
+_OURS = ("data", "device", "amp", "seed", "project", "name", "exist_ok", "model", "resume",
+         "pretrained", "deterministic", "plots")  # fmt: skip
 
 
 def model_yaml(model: DictConfig) -> str:
@@ -65,10 +66,13 @@ def train_args(cfg: DictConfig, splits: Splits, ctx: RunContext) -> dict[str, An
     args = {k: v for k, v in {**training, **extra}.items() if v is not None}
     args["imgsz"] = image_size(cfg)
     device = ctx.device
+    amp: bool | str = device.is_cuda and device.precision != "fp32"
+    if amp and device.precision == "bf16":
+        amp = "bf16"  # ultralytics' own bf16 autocast (no loss scaling)
     args.update(
         data=str(splits.train.yaml),
         device=0 if device.is_cuda else "cpu",
-        amp=device.is_cuda and device.precision != "fp32",
+        amp=amp,
         seed=ctx.seed,
         deterministic=True,
         project=str(ctx.run_dir),
@@ -80,10 +84,28 @@ def train_args(cfg: DictConfig, splits: Splits, ctx: RunContext) -> dict[str, An
 
 
 def image_size(cfg: DictConfig) -> int:
-    """`training.imgsz`, or the synthetic surfaces' size, or ultralytics' 640."""
+    """`training.imgsz` (rounded up to YOLO's stride, 32, as ultralytics would), or the
+    synthetic surfaces' size, or ultralytics' 640."""
     if cfg.training.imgsz:
-        return int(cfg.training.imgsz)
+        return -(-int(cfg.training.imgsz) // 32) * 32
     return int(cfg.data.image_size) if cfg.data.source == "synthetic" else 640
+
+
+def check_args(args: dict[str, Any], log: Any) -> None:
+    """ultralytics' own validation of the arguments, before any work starts."""
+    from ultralytics.cfg import get_cfg
+
+    try:
+        get_cfg(overrides=args)
+    except (SyntaxError, ValueError, TypeError) as exc:  # unknown key, wrong type or range
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise UserError(f"training: {lines[0] if lines else exc}") from None
+    if args.get("optimizer", "auto") == "auto" and float(args.get("lr0", 0.01)) != 0.01:
+        log.warning(
+            "training.lr0=%s is ignored with training.optimizer=auto (ultralytics then picks "
+            "the optimizer and its learning rate); set training.optimizer=SGD or AdamW",
+            args["lr0"],
+        )
 
 
 def check_inspection(inspection: DictConfig, names: list[str]) -> None:
@@ -102,20 +124,13 @@ def check_inspection(inspection: DictConfig, names: list[str]) -> None:
 
 
 def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> DefectModel:
-    import torch
-
     check_inspection(cfg.inspection, list(splits.train.names))
-    net = build(cfg.model)
     args = train_args(cfg, splits, ctx)
+    net = build(cfg.model)
+    check_args(args, ctx.log)
     ctx.log.info("ultralytics train: %s", ", ".join(f"{k}={v}" for k, v in sorted(args.items())))
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
+    with process_state_kept():
         net.train(**args)
-    except SyntaxError as exc:  # ultralytics' word for an unknown or mistyped argument
-        message = str(exc).strip().splitlines()
-        raise UserError(f"training: {message[0] if message else exc}") from None
-    finally:  # ultralytics switches this on process-wide; later work should not inherit it
-        torch.use_deterministic_algorithms(deterministic)
     out = ctx.run_dir / "train"
     if (out / "results.csv").is_file():
         shutil.copy2(out / "results.csv", ctx.run_dir / "history.csv")

@@ -6,8 +6,6 @@ Images are linked, not copied; each .xml becomes a label file in YOLO's normalis
 
 from __future__ import annotations
 
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ import numpy as np
 
 from shared.cache import build_once, key
 from shared.errors import UserError
-from verticals.manufacturing.dataset import IMAGE_SUFFIXES
+from verticals.manufacturing.dataset import IMAGE_SUFFIXES, link
 from verticals.manufacturing.synthetic import write_data_yaml
 
 _IMAGE_DIRS = ("JPEGImages", "IMAGES", "images", "Images")
@@ -88,6 +86,11 @@ def parse(xml: Path, images: Path) -> Annotation:
         x0, y0, x1, y1 = (_number(box, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
         if x1 <= x0 or y1 <= y0:
             raise UserError(f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has no area")
+        if x0 >= width or y0 >= height or x1 < 1 or y1 < 1:
+            raise UserError(
+                f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the "
+                f"{width}x{height} image"
+            )
         boxes.append((label, x0, y0, x1, y1))
     return Annotation(image, width, height, boxes)
 
@@ -98,13 +101,6 @@ def _yolo_line(cls: int, box: tuple[float, float, float, float], w: int, h: int)
     x1, y1 = min(x1, w), min(y1, h)
     cx, cy, bw, bh = (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h
     return f"{cls} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}\n"
-
-
-def _link(source: Path, target: Path) -> None:
-    try:
-        os.symlink(source.resolve(), target)
-    except OSError:  # file systems without links
-        shutil.copy2(source, target)
 
 
 def convert(
@@ -141,6 +137,11 @@ def convert(
     if (folder / "data.yaml").is_file():
         return folder / "data.yaml"
     annotations = [parse(x, images) for x in xmls]
+    seen: dict[Path, Path] = {}
+    for xml, a in zip(xmls, annotations, strict=True):
+        if a.image in seen:
+            raise UserError(f"{xml} and {seen[a.image]} both annotate {a.image.name}")
+        seen[a.image] = xml
     found = sorted({b[0] for a in annotations for b in a.boxes})
     names = list(classes) if classes else found
     unknown = [n for n in found if n not in names]
@@ -167,7 +168,7 @@ def convert(
             (tmp / "images" / split).mkdir(parents=True)
             (tmp / "labels" / split).mkdir(parents=True)
             for a in items:
-                _link(a.image, tmp / "images" / split / a.image.name)
+                link(a.image, tmp / "images" / split / a.image.name)
                 lines = [_yolo_line(names.index(b[0]), b[1:], a.width, a.height) for b in a.boxes]
                 (tmp / "labels" / split / f"{a.image.stem}.txt").write_text("".join(lines))
         write_data_yaml(tmp / "data.yaml", folder, names, list(parts))
