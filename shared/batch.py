@@ -143,7 +143,8 @@ def predict_folder(
             result = vertical.predict_path(bundle.model, path)
         except Exception as exc:  # one bad input must not cost the others their results
             message = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-            log.error("%s", message, exc_info=not isinstance(exc, UserError))
+            shown = message if str(path) in message else f"{path}: {message}"
+            log.error("%s", shown, exc_info=not isinstance(exc, UserError))
             failed.append(f"{path.name} ({message})")
             rows.append({"input": str(path), "error": message})
             continue

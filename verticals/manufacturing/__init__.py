@@ -77,7 +77,7 @@ class ManufacturingVertical(FileVertical):
     def describe(self, model: Any, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
         from verticals.manufacturing.evaluation import describe
 
-        return describe(model, metrics)
+        return describe(model, metrics, str(splits_info.get("test_split", "test")))
 
     def library_versions(self) -> list[str]:
         return [

@@ -1,7 +1,7 @@
 """Structured configs (Hydra ConfigStore schemas) for the manufacturing vertical.
 
 `training.*` keys are ultralytics' own train arguments under their own names, so
-`training.mosaic=0 training.lr0=0.005` means what ultralytics' documentation says it
+`training.mosaic=0 training.close_mosaic=5` means what ultralytics' documentation says it
 means; `training.extra` passes any other ultralytics argument through unchanged.
 """
 

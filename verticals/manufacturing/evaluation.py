@@ -107,7 +107,7 @@ def evaluate(model: DefectModel, data: ImageSet, ctx: RunContext | None = None) 
     return metrics
 
 
-def describe(model: DefectModel, metrics: dict[str, float]) -> str:
+def describe(model: DefectModel, metrics: dict[str, float], test_split: str = "test") -> str:
     rows = []
     for name in model.names:
         if f"ap50/{name}" in metrics:
@@ -119,7 +119,13 @@ def describe(model: DefectModel, metrics: dict[str, float]) -> str:
         else:
             rows.append(f"| {name} | not in the test split | | | | {model.threshold(name):.2f} |")
     table = "\n".join(rows)
-    return f"""## Defect classes
+    caveat = (
+        "\n\nThe data set has no test split: these figures are on the validation split, "
+        "which also chose the best epoch, so they are optimistic."
+        if test_split != "test"
+        else ""
+    )
+    return f"""## Defect classes{caveat}
 
 | class | AP50 | AP50-95 | precision | recall | fail threshold |
 | --- | --- | --- | --- | --- | --- |
