@@ -402,7 +402,13 @@ def _no_network_prefix() -> list[str]:
 def test_cli_train_package_predict_offline(tmp_path: Path) -> None:
     """The CLI end to end; inside a namespace without a network interface where allowed
     (root on Linux), so any download or DNS look-up would fail the run."""
-    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "yolo")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "PYTEST_"))}
+    env["YOLO_CONFIG_DIR"] = str(tmp_path / "yolo")  # ultralytics changes course under pytest
+    (tmp_path / "elsewhere").mkdir()  # its settings are created in another folder, as a
+    subprocess.run(  # user's first `import ultralytics` in some other project would be
+        [sys.executable, "-c", "import verticals.manufacturing.offline as o; o.ultralytics()"],
+        cwd=tmp_path / "elsewhere", env=env, check=True, capture_output=True,
+    )  # fmt: skip
     cli = [*_no_network_prefix(), sys.executable, "-m", "verticals"]
 
     def run(*args: str) -> str:
@@ -421,6 +427,9 @@ def test_cli_train_package_predict_offline(tmp_path: Path) -> None:
     run("predict", "manufacturing", "input=line", "output=results.csv")
     table = pd.read_csv(tmp_path / "results.csv")
     assert len(table) == 3 and set(table["decision"]) <= {"pass", "fail"}
+    runs = [p for p in (tmp_path / "runs" / "manufacturing").glob("2*") if (p / "model").is_dir()]
+    assert len(runs) == 1 and (runs[0] / "train" / "results.csv").is_file()  # inside the run
+    assert not (tmp_path / "elsewhere" / "runs").exists()
 
 
 def test_offline_settings_hold_when_ultralytics_was_imported_first(tmp_path: Path) -> None:

@@ -70,12 +70,13 @@ def train_args(cfg: DictConfig, splits: Splits, ctx: RunContext) -> dict[str, An
     if amp and device.precision == "bf16":
         amp = "bf16"  # ultralytics' own bf16 autocast (no loss scaling)
     args.update(
-        data=str(splits.train.yaml),
+        data=str(Path(splits.train.yaml).resolve()),
         device=0 if device.is_cuda else "cpu",
         amp=amp,
         seed=ctx.seed,
         deterministic=True,
-        project=str(ctx.run_dir),
+        # absolute: ultralytics puts a relative project under its settings' runs_dir
+        project=str(Path(ctx.run_dir).resolve()),
         name="train",
         exist_ok=True,
         plots=True,
