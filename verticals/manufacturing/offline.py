@@ -16,6 +16,9 @@ What ultralytics reaches for, and what stops it:
 - Telemetry (``sync``; the event queue itself, in case ultralytics was imported before
   these settings) and experiment-tracker callbacks: switched off. (Ultralytics Platform
   streaming only starts when a user sets ``ULTRALYTICS_API_KEY``: that is an opt-in.)
+- Process-wide settings: its import sets ``OMP_NUM_THREADS=1`` and each of its calls sets
+  torch's thread count; the process keeps its own (other verticals train after it in one
+  process), and `process_state_kept` undoes what training changes.
 - The AMP check on CUDA downloads a reference model: replaced by a check on the model
   being trained (see `_amp_check`).
 - Official weights by name (``yolo11n.pt``): the vertical builds from ``.yaml`` or loads a
@@ -63,14 +66,25 @@ def ultralytics() -> ModuleType:
     modules instead, so the order of imports cannot bring the network back."""
     import sys
 
+    import torch  # first: ultralytics' import sets OMP_NUM_THREADS=1 for whatever loads later
+
     if "ultralytics" not in sys.modules:
         os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir()))
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+        omp = os.environ.get("OMP_NUM_THREADS")
+        import ultralytics  # noqa: F401 - imported here to undo what its import sets
+
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
     import ultralytics as module
     from ultralytics import utils
     from ultralytics.engine import trainer
-    from ultralytics.utils import checks, events
+    from ultralytics.utils import checks, events, torch_utils
+
+    # Every ultralytics call on the CPU sets torch's process-wide thread count to its own
+    # choice (cores - 1: one thread on two cores); keep the process's count instead.
+    torch_utils.NUM_THREADS = torch.get_num_threads()
 
     _install_fonts(utils.USER_CONFIG_DIR)
     for loaded in (utils, checks, events):
