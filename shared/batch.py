@@ -14,7 +14,14 @@ from shared.contract import FileVertical
 from shared.errors import UserError
 from shared.logs import get_logger
 from shared.runs import write_atomic
-from shared.tables import TableWriter, check_readable, count_rows, iter_batches, table_format
+from shared.tables import (
+    TableWriter,
+    check_readable,
+    count_rows,
+    iter_batches,
+    table_format,
+    whole_groups,
+)
 
 log = get_logger("batch")
 
@@ -41,8 +48,12 @@ def predict_file(
     writer = TableWriter(output_path)
     done = 0
     bar = tqdm(total=count_rows(input_path), unit="rows", desc="predict", disable=not progress)
+    batches = iter_batches(input_path, batch_size)
+    group = bundle.vertical.group_column
+    if group:
+        batches = whole_groups(batches, group, input_path)
     try:
-        for frame in iter_batches(input_path, batch_size):
+        for frame in batches:
             if frame.empty:
                 continue
             if done == 0:
@@ -54,6 +65,11 @@ def predict_file(
                 rows = f"rows {done + 1}-{done + len(frame)}"
                 detail = exc.message.removeprefix("input: ")
                 raise UserError(f"{input_path} ({rows}): {detail}") from None
+            if keep and len(result) != len(frame):
+                raise UserError(
+                    f"keep_columns needs one prediction per row; {bundle.vertical.name} "
+                    f"answers per {group or 'input'}"
+                )
             if keep:
                 clash = sorted(set(keep) & set(result.columns))
                 if clash:

@@ -53,6 +53,9 @@ class Vertical(ABC):
     title: str = ""
     #: The metric the demo summary and the model card lead with.
     headline_metric: str = ""
+    #: Rows sharing this column's value are one input together (a window of sensor
+    #: readings): batch files keep them in one batch, and `predict` may answer per group.
+    group_column: ClassVar[str | None] = None
 
     def register_configs(self) -> None:  # noqa: B027 - optional hook
         """Store the vertical's structured config schemas in Hydra's ConfigStore."""

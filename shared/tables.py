@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,6 +76,39 @@ def iter_batches(path: str | Path, batch_size: int, what: str = "input") -> Iter
                 yield batch.to_pandas()
     except (ValueError, OSError, pa.ArrowException, pd.errors.ParserError) as exc:
         raise UserError(f"{what} {path} could not be read as {kind}: {exc}") from None
+
+
+def whole_groups(
+    batches: Iterator[pd.DataFrame], column: str, path: Path
+) -> Iterator[pd.DataFrame]:
+    """`batches` re-cut so that rows with the same `column` value arrive together (the file
+    must hold each group's rows next to each other, as a sorted file does)."""
+    carry: pd.DataFrame | None = None
+    closed: set[Any] = set()
+    for batch in batches:
+        if column not in batch.columns:
+            yield batch if carry is None else pd.concat([carry, batch], ignore_index=True)
+            carry = None
+            continue
+        if carry is not None:
+            batch = pd.concat([carry, batch], ignore_index=True)
+        keys = batch[column]
+        starts = keys.ne(keys.shift())
+        seen = keys[starts].tolist()
+        again = [k for k in seen if k in closed] + [k for k in set(seen) if seen.count(k) > 1]
+        if again:
+            raise UserError(
+                f"{path}: the rows of {column}={again[0]!r} are not next to each other; "
+                f"sort the file by {column}"
+            )
+        tail = np.zeros(len(batch), dtype=bool)
+        tail[int(np.flatnonzero(starts.to_numpy())[-1]) :] = True  # the last group, maybe cut
+        closed.update(seen[:-1])
+        carry = batch[tail]
+        if (~tail).any():
+            yield batch[~tail].reset_index(drop=True)
+    if carry is not None and len(carry):
+        yield carry.reset_index(drop=True)
 
 
 def nested_as_json(frame: pd.DataFrame) -> pd.DataFrame:

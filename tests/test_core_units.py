@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,3 +92,16 @@ def test_table_writer_round_trip_in_batches(tmp_path, suffix: str) -> None:
     back = pd.concat(iter_batches(tmp_path / f"out.{suffix}", 3))
     assert back["a"].tolist() == list(range(10))
     assert json.loads(back["nested"].iloc[3]) == [{"k": 3}]
+
+
+def test_whole_groups_keeps_a_group_in_one_batch() -> None:
+    from shared.tables import whole_groups
+
+    frame = pd.DataFrame({"w": [1, 1, 1, 2, 2, 3, 3, 3, 3, 4], "v": range(10)})
+    batches = [frame.iloc[i : i + 3] for i in range(0, 10, 3)]
+    out = list(whole_groups(iter(batches), "w", Path("f.csv")))
+    assert [b["w"].tolist() for b in out] == [[1, 1, 1, 2, 2], [3, 3, 3, 3], [4]]
+    assert pd.concat(out)["v"].tolist() == list(range(10))
+    apart = pd.DataFrame({"w": [1, 1, 2, 2, 1], "v": range(5)})
+    with pytest.raises(UserError, match="rows of w=1 are not next to each other"):
+        list(whole_groups(iter([apart.iloc[:2], apart.iloc[2:]]), "w", Path("f.csv")))

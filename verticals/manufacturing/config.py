@@ -87,6 +87,7 @@ class InspectionConfig:
     max_det: int = 100
     fail_threshold: float = 0.5  # a detection at or above this confidence fails the part
     thresholds: dict[str, float] = field(default_factory=dict)  # per-class fail thresholds
+    runtime: str = "onnxruntime"  # what serves the bundle: onnxruntime (model.onnx) | torch
 
 
 def register() -> None:

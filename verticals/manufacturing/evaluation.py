@@ -125,6 +125,8 @@ def describe(model: DefectModel, metrics: dict[str, float], test_split: str = "t
         if test_split != "test"
         else ""
     )
+    runtime = model.inspection.get("runtime", "onnxruntime")
+    served = "ONNX Runtime" if runtime == "onnxruntime" else "PyTorch"
     return f"""## Defect classes{caveat}
 
 | class | AP50 | AP50-95 | precision | recall | fail threshold |
@@ -143,7 +145,7 @@ parts failed (false rejects). Per image: `inspections.csv`.
 ## Serving
 
 The bundle holds `model.pt` (PyTorch) and `model.onnx` (static 1x3x{model.imgsz}x{model.imgsz});
-ONNX Runtime serves it. Both give the same detections within {BOX_TOLERANCE_PX:g} px and
-{CONF_TOLERANCE:g} confidence. Metrics above come from the PyTorch weights (ultralytics' val,
-image size {model.imgsz}).
+{served} serves it (`inspection.runtime`). Both give the same detections within
+{BOX_TOLERANCE_PX:g} px and {CONF_TOLERANCE:g} confidence. Metrics above come from the PyTorch
+weights (ultralytics' val, image size {model.imgsz}).
 """

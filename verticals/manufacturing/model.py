@@ -164,7 +164,7 @@ def save(model: DefectModel, directory: Path) -> None:
         "names": model.names,
         "imgsz": model.imgsz,
         "inspection": model.inspection,
-        "runtime": "onnxruntime",
+        "runtime": model.inspection.get("runtime", "onnxruntime"),
         "files": {"torch": weights.name, "onnxruntime": onnx.name},
         "agreement": {"box_px": BOX_TOLERANCE_PX, "confidence": CONF_TOLERANCE},
     }

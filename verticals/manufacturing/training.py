@@ -111,6 +111,12 @@ def check_args(args: dict[str, Any], log: Any) -> None:
 
 def check_inspection(inspection: DictConfig, names: list[str]) -> None:
     """Thresholds are confidences, and per-class ones must name classes of the data."""
+    from verticals.manufacturing.model import RUNTIMES
+
+    if inspection.runtime not in RUNTIMES:
+        raise UserError(
+            f"inspection.runtime={inspection.runtime!r} is not one of {', '.join(RUNTIMES)}"
+        )
     for key in ("conf", "iou", "fail_threshold"):
         if not 0.0 <= float(inspection[key]) <= 1.0:
             raise UserError(f"inspection.{key}={inspection[key]} must lie in [0, 1]")
