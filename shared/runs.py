@@ -107,3 +107,25 @@ def save_figure(fig: Any, path: Path) -> Path:
 
         plt.close(fig)
     return path
+
+
+def run_of(spec: str) -> Path:
+    """The run folder of a `training.resume` value (a run folder, or a checkpoint file in
+    its `checkpoints/` folder)."""
+    path = Path(spec).expanduser()
+    return path if path.is_dir() else path.parent.parent
+
+
+def resumed_config(cfg: Any, spec: str, keys: tuple[str, ...] = ("data", "model", "seed")) -> Any:
+    """`cfg` with `keys` taken from the config.yaml of the run `spec` names, so a resumed
+    run trains the same network on the same split; the rest (`training.*`) is `cfg`'s."""
+    from omegaconf import OmegaConf
+
+    saved_path = run_of(spec) / "config.yaml"
+    if not saved_path.is_file():
+        raise UserError(f"training.resume={spec}: {saved_path} is missing")
+    saved = OmegaConf.load(saved_path)
+    merged = cfg.copy()
+    for key in keys:
+        merged[key] = saved[key]
+    return merged

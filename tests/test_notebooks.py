@@ -23,6 +23,7 @@ OVERRIDES = {
     "manufacturing_defect_detection": "debug=fast",
     "medical_imaging_segmentation": "debug=fast",
     "retail_recommendation": "debug=fast",
+    "smart_city_traffic": "debug=fast",
 }
 # Names jupyter_client replaces with the running interpreter when it starts a kernel.
 _THIS_PYTHON = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}

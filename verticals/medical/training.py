@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from shared.config import require_int
 from shared.contract import RunContext, Splits
 from shared.errors import UserError
+from shared.runs import resumed_config
 from verticals.medical import networks
 from verticals.medical.metrics import dice_per_label
 from verticals.medical.model import MedicalModel, autocast, infer
@@ -193,22 +194,9 @@ def _resume_state(spec: str) -> tuple[dict[str, Any], Path]:
 RESUME_KEYS = {"network", "optimizer", "epoch", "step", "best", "history", "net", "prep", "roi"}
 
 
-def run_of(spec: str) -> Path:
-    """The run folder of a `training.resume` value (a run folder or a checkpoint in it)."""
-    path = Path(spec).expanduser()
-    return path if path.is_dir() else path.parent.parent
-
-
 def resolved_resume(cfg: DictConfig) -> DictConfig:
     """`cfg` with the resumed run's data, model and seed (see `MedicalVertical`)."""
-    run = run_of(str(cfg.training.resume))
-    saved_path = run / "config.yaml"
-    if not saved_path.is_file():
-        raise UserError(f"training.resume={cfg.training.resume}: {saved_path} is missing")
-    saved = OmegaConf.load(saved_path)
-    merged = cfg.copy()
-    merged.data, merged.model, merged.seed = saved.data, saved.model, saved.seed
-    return merged
+    return resumed_config(cfg, str(cfg.training.resume))
 
 
 def check_settings(cfg: DictConfig) -> None:

@@ -1,0 +1,188 @@
+"""Traffic vertical: simulated network -> Graph WaveNet vs baselines; loaders; API; batch."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from shared import pipeline  # noqa: E402
+from shared.batch import predict_file  # noqa: E402
+from shared.bundle import load_bundle, write_bundle  # noqa: E402
+from shared.errors import UserError  # noqa: E402
+from shared.serving import create_app  # noqa: E402
+from verticals.configs import compose  # noqa: E402
+from verticals.traffic import graph, sensors, synthetic  # noqa: E402
+from verticals.traffic.metrics import masked  # noqa: E402
+
+# Small enough for CI's two cores; long enough that the graph model sees incidents spread.
+TINY = [
+    "data.n_sensors=20",
+    "data.days=14",
+    "data.stride=3",
+    "model.channels=16",
+    "training.epochs=6",
+    "training.batch_size=64",
+    "training.baseline_epochs=2",
+]
+
+
+def cfg(root: Path, *overrides: str):
+    return compose("train", "traffic", [f"paths.root_dir={root}", "trainer.device=cpu", *overrides])
+
+
+@pytest.fixture(scope="session")
+def traffic_run(tmp_path_factory: pytest.TempPathFactory):
+    return pipeline.train(cfg(tmp_path_factory.mktemp("traffic"), *TINY))
+
+
+@pytest.fixture(scope="session")
+def traffic_bundle(traffic_run, tmp_path_factory: pytest.TempPathFactory):
+    return load_bundle(write_bundle(traffic_run.run_dir, tmp_path_factory.mktemp("bundles")))
+
+
+def test_incidents_spread_upstream_with_a_delay() -> None:
+    net = synthetic.network(30, np.random.default_rng(1))
+    feeds = net.upstream()
+    origin = next(i for i, f in enumerate(feeds) if f)
+    up, miles = feeds[origin][0]
+    loss = np.zeros((len(net.sensors), 200))
+    synthetic.spread(loss, feeds, origin, 50, 12, 0.7, wave_mph=12.0)
+    first = {s: int(np.flatnonzero(loss[s])[0]) for s in (origin, up)}
+    assert first[origin] == 50
+    assert first[up] == 50 + round(miles / 12.0 * 60 / synthetic.STEP_MIN)  # later upstream
+    assert loss[up].max() < loss[origin].max()  # and less deep
+    downstream = [b for a, b, _ in net.edges if a == origin]
+    assert all(loss[d].max() == 0 for d in downstream)  # queues do not travel downstream
+    frame, incidents = synthetic.speeds(net, 3, np.random.default_rng(2))
+    assert frame.shape == (3 * synthetic.STEPS_PER_DAY, 30) and len(incidents) > 0
+    assert (frame.to_numpy() == 0).mean() > 0  # some readings are missing
+
+
+def test_masked_metrics_match_hand_computed_values() -> None:
+    true = np.array([[50.0, 0.0], [40.0, 20.0]])  # one missing reading (0)
+    pred = np.array([[45.0, 99.0], [44.0, 25.0]])
+    got = masked(pred, true)
+    errors = np.array([5.0, 4.0, 5.0])  # |45-50|, |44-40|, |25-20|; the 0 is skipped
+    assert got["mae"] == pytest.approx(errors.mean())
+    assert got["rmse"] == pytest.approx(np.sqrt((errors**2).mean()))
+    assert got["mape"] == pytest.approx(np.mean([5 / 50, 4 / 40, 5 / 20]) * 100)
+
+
+def test_graph_model_beats_todays_forecasts_at_60_minutes(traffic_run) -> None:
+    m = traffic_run.metrics
+    assert m["mae_60min"] < m["historical_mae_60min"], m
+    assert m["mae_60min"] < m["last_mae_60min"], m
+    run = traffic_run.run_dir
+    for name in ("error_by_horizon.png", "forecast_vs_actual.png"):
+        assert (run / "plots" / name).is_file()
+    table = pd.read_csv(run / "horizons.csv")
+    assert set(table["model"]) == {"gwnet", "gru", "historical", "last"}
+    assert "Graph WaveNet" in (run / "model_card.md").read_text()
+
+
+def test_bundle_round_trip_gives_identical_forecasts(traffic_run, traffic_bundle) -> None:
+    inputs = traffic_run.vertical.example_inputs(traffic_run.splits, 200)
+    here = traffic_run.vertical.predict(traffic_run.model, inputs)
+    there = traffic_bundle.vertical.predict(traffic_bundle.model, inputs)
+    pd.testing.assert_frame_equal(here, there)
+    assert set(here["horizon_min"]) == {15, 30, 60}
+
+
+def test_api_forecasts_a_window_and_names_bad_input(traffic_bundle, traffic_run) -> None:
+    client = TestClient(create_app(traffic_bundle))
+    inputs = traffic_run.vertical.example_inputs(traffic_run.splits, 1)
+    window = inputs[inputs["window"] == inputs["window"].iloc[0]].drop(columns="window")
+    body = [
+        {"sensor": r.sensor, "timestamp": r.timestamp.isoformat(),
+         "value": None if pd.isna(r.value) else r.value}
+        for r in window.itertuples()
+    ]  # fmt: skip
+    got = client.post("/predict", json=body)
+    assert got.status_code == 200, got.text
+    rows = got.json()["predictions"]
+    n = len(traffic_bundle.model.sensors)
+    assert len(rows) == 3 * n and {"speed", "alert", "horizon_min"} <= set(rows[0])
+    unknown = client.post("/predict", json=[*body, {**body[0], "sensor": "nope"}])
+    assert unknown.status_code == 422 and "unknown sensor(s) nope" in unknown.json()["message"]
+    short = [r for r in body if r["timestamp"] != body[0]["timestamp"]]
+    bad = client.post("/predict", json=short)
+    assert (
+        bad.status_code == 422
+        and "has 11 timestamps; expected the latest 12" in bad.json()["message"]
+    )
+
+
+def test_batch_file_of_windows(traffic_bundle, traffic_run, tmp_path: Path) -> None:
+    inputs = traffic_run.vertical.example_inputs(traffic_run.splits, 400)
+    inputs.to_csv(tmp_path / "windows.csv", index=False)
+    rows = predict_file(traffic_bundle, tmp_path / "windows.csv", tmp_path / "out.csv",
+                        batch_size=100, progress=False)  # fmt: skip
+    out = pd.read_csv(tmp_path / "out.csv")
+    windows = inputs["window"].nunique()
+    assert rows == len(inputs) and len(out) == windows * 3 * len(traffic_bundle.model.sensors)
+
+
+def test_metr_la_adjacency_and_bad_graphs(tmp_path: Path) -> None:
+    ids = ["773869", "767541", "767542"]
+    weights = np.array([[1, 0.5, 0], [0, 1, 0.2], [0.1, 0, 1]], dtype=np.float32)
+    with (tmp_path / "adj_mx.pkl").open("wb") as fh:
+        pickle.dump([ids, {s: i for i, s in enumerate(ids)}, weights], fh, protocol=2)
+    g = graph.load(tmp_path / "adj_mx.pkl", ["767542", "773869"])
+    assert g.sensors == ["767542", "773869"] and g.weights[1, 0] == pytest.approx(0.0)
+    with pytest.raises(UserError, match="sensors nope of the data are not in the adjacency"):
+        graph.load(tmp_path / "adj_mx.pkl", ["nope"])
+    np.save(tmp_path / "rect.npy", np.ones((3, 2)))
+    with pytest.raises(UserError, match="must be a square matrix"):
+        graph.load(tmp_path / "rect.npy")
+    pd.DataFrame({"from": ["a", "b"], "to": ["b", "c"], "cost": [100.0, 300.0]}).to_csv(
+        tmp_path / "d.csv", index=False
+    )
+    kernel = graph.load(tmp_path / "d.csv", ["a", "b", "c"], threshold=0.0)
+    assert kernel.weights[0, 1] > kernel.weights[1, 2] > 0 and kernel.weights[1, 0] == 0
+
+
+def test_irregular_readings_are_named(tmp_path: Path) -> None:
+    stamps = pd.to_datetime(["2026-01-01 00:00", "2026-01-01 00:05", "2026-01-01 00:12"])
+    long = pd.DataFrame({"timestamp": stamps, "sensor": "a", "value": [50.0, 51.0, 52.0]})
+    long.to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(
+        UserError, match="irregular timestamps: 2026-01-01 00:05:00 -> 2026-01-01 00:12:00"
+    ):
+        sensors.load(tmp_path / "r.csv")
+    long.rename(columns={"value": "speed"}).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(UserError, match="no column"):
+        sensors.load(tmp_path / "c.csv")
+
+
+@pytest.mark.skipif(
+    not (
+        Path(__import__("os").environ.get("VERTICALS_DATA_DIR", "/nonexistent")) / "metr-la"
+    ).is_dir(),
+    reason="set VERTICALS_DATA_DIR to a folder holding metr-la/",
+)
+def test_reads_the_real_metr_la_graph() -> None:
+    import os
+
+    g = graph.load(Path(os.environ["VERTICALS_DATA_DIR"]) / "metr-la" / "adj_mx.pkl")
+    assert len(g.sensors) == 207 and g.weights.shape == (207, 207)
+
+
+def test_resume_continues_the_run(traffic_run, tmp_path: Path) -> None:
+    done = int(
+        pd.read_csv(traffic_run.run_dir / "history.csv").query("model == 'gwnet'").epoch.max()
+    )
+    more = [f"training.resume={traffic_run.run_dir}", f"training.epochs={done + 1}"]
+    result = pipeline.train(cfg(tmp_path, *TINY, *more))
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert history.query("model == 'gwnet'").epoch.tolist() == list(range(1, done + 2))
+    again = [f"training.resume={result.run_dir}", f"training.epochs={done + 1}"]
+    with pytest.raises(UserError, match=f"set training.epochs above {done + 1}"):
+        pipeline.train(cfg(tmp_path, *TINY, *again))

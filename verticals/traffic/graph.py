@@ -1,0 +1,134 @@
+"""Road-sensor graphs: adjacency matrices from the files traffic teams already have.
+
+- DCRNN's `adj_mx.pkl` (METR-LA, PEMS-BAY): a pickle of [sensor_ids, id_to_index, W];
+- a square matrix as `.npy` or `.csv` (with sensor ids as header and index);
+- a sensor-distance table (`from, to, cost` CSV/Parquet) turned into weights with DCRNN's
+  Gaussian kernel, W_ij = exp(-(d_ij / sigma)^2), sigma the std of the distances, and
+  weights under `threshold` dropped.
+
+Edges are directed: W[i, j] > 0 means traffic flows from sensor i to sensor j.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import UserError
+
+
+@dataclass
+class SensorGraph:
+    sensors: list[str]
+    weights: np.ndarray  # (N, N) float32, W[i, j]: i -> j
+
+    def __post_init__(self) -> None:
+        n = len(self.sensors)
+        if self.weights.shape != (n, n):
+            raise UserError(
+                f"adjacency is {self.weights.shape}; expected ({n}, {n}) for {n} sensors"
+            )
+
+    def reorder(self, sensors: list[str]) -> SensorGraph:
+        """The graph with its rows and columns in the order of `sensors` (the data's)."""
+        index = {s: i for i, s in enumerate(self.sensors)}
+        missing = [s for s in sensors if s not in index]
+        if missing:
+            shown = ", ".join(missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            raise UserError(f"sensors {shown} of the data are not in the adjacency")
+        order = [index[s] for s in sensors]
+        return SensorGraph(list(sensors), self.weights[np.ix_(order, order)])
+
+
+def gaussian_kernel(
+    distances: np.ndarray, threshold: float = 0.1, sigma: float | None = None
+) -> np.ndarray:
+    """DCRNN's weights from a distance matrix (inf = no road between the two sensors);
+    sigma defaults to the std of the finite distances, as DCRNN's gen_adj_mx."""
+    if sigma is None:
+        finite = distances[np.isfinite(distances)]
+        sigma = float(finite.std()) if finite.size else 1.0
+    weights = np.exp(-np.square(distances / max(sigma, 1e-9)))
+    weights[~np.isfinite(distances)] = 0.0
+    weights[weights < threshold] = 0.0
+    return weights.astype(np.float32)
+
+
+def _square(matrix: np.ndarray, where: Path) -> np.ndarray:
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise UserError(f"{where}: adjacency is {matrix.shape}; it must be a square matrix")
+    if not np.isfinite(matrix).all() or (matrix < 0).any():
+        raise UserError(f"{where}: adjacency weights must be finite and non-negative")
+    return matrix.astype(np.float32)
+
+
+def read_pickle(path: Path) -> SensorGraph:
+    try:
+        with path.open("rb") as fh:
+            sensor_ids, _, weights = pickle.load(fh, encoding="latin1")
+    except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as exc:
+        raise UserError(
+            f"{path} is not DCRNN's adj_mx.pkl ([sensor_ids, id_to_index, W]): {exc}"
+        ) from None
+    return SensorGraph([str(s) for s in sensor_ids], _square(np.asarray(weights), path))
+
+
+def read_distances(path: Path, sensors: list[str] | None, threshold: float) -> SensorGraph:
+    """A `from, to, cost` table (DCRNN's distances_la_2012.csv layout) as kernel weights."""
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    columns = [c.lower() for c in table.columns]
+    if not {"from", "to"} <= set(columns) or not ({"cost", "distance"} & set(columns)):
+        raise UserError(f"{path}: a distance table needs columns from, to and cost (or distance)")
+    table.columns = columns
+    cost = "cost" if "cost" in columns else "distance"
+    table["from"], table["to"] = table["from"].astype(str), table["to"].astype(str)
+    ids = list(sensors) if sensors else sorted(set(table["from"]) | set(table["to"]))
+    index = {s: i for i, s in enumerate(ids)}
+    known = table["from"].isin(index) & table["to"].isin(index)
+    distances = np.full((len(ids), len(ids)), np.inf)
+    np.fill_diagonal(distances, 0.0)
+    rows = table[known]
+    listed = rows[cost].astype(float)
+    if listed.empty:
+        raise UserError(f"{path}: no distance connects two sensors of the data")
+    if (listed < 0).any() or not np.isfinite(listed).all():
+        raise UserError(f"{path}: distances must be finite and non-negative")
+    distances[rows["from"].map(index), rows["to"].map(index)] = listed
+    return SensorGraph(ids, gaussian_kernel(distances, threshold, float(listed.std(ddof=0)) or 1.0))
+
+
+def read_matrix(path: Path) -> SensorGraph:
+    if path.suffix == ".npy":
+        matrix = _square(np.load(path), path)
+        return SensorGraph([str(i) for i in range(len(matrix))], matrix)
+    frame = pd.read_csv(path, index_col=0)
+    frame.index, frame.columns = frame.index.astype(str), frame.columns.astype(str)
+    if list(frame.index) != list(frame.columns):
+        raise UserError(f"{path}: row and column sensor ids differ; the matrix must be square")
+    return SensorGraph(list(frame.index), _square(frame.to_numpy(dtype=float), path))
+
+
+def load(path: str | Path, sensors: list[str] | None = None, threshold: float = 0.1) -> SensorGraph:
+    """The graph in `path`, its rows and columns in the order of `sensors` when given."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"data.adjacency={path} does not exist")
+    if path.suffix in (".pkl", ".pickle"):
+        graph = read_pickle(path)
+    elif path.suffix == ".npy":
+        graph = read_matrix(path)
+    else:
+        head = pd.read_csv(path, nrows=2) if path.suffix != ".parquet" else pd.read_parquet(path)
+        lowered = {str(c).lower() for c in head.columns}
+        graph = (
+            read_distances(path, sensors, threshold)
+            if {"from", "to"} <= lowered
+            else read_matrix(path)
+        )
+    return graph.reorder(sensors) if sensors else graph
