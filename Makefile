@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/finance.py
 	$(BIN)/python benchmarks/medical.py
 	$(BIN)/python benchmarks/manufacturing.py
+	$(BIN)/python benchmarks/traffic.py
 
 clean:
 	rm -rf runs bundles feedback cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,11 @@ def test_incidents_spread_upstream_with_a_delay() -> None:
     assert loss[up].max() < loss[origin].max()  # and less deep
     downstream = [b for a, b, _ in net.edges if a == origin]
     assert all(loss[d].max() == 0 for d in downstream)  # queues do not travel downstream
+    table = net.distances()
+    table.to_csv(Path(tempfile.mkdtemp()) / "d.csv", index=False)
+    road = graph.read_distances_frame(table, net.sensors, 0.1).weights
+    linked = [road[a, b] > 0 for a, b, _ in net.edges]
+    assert np.mean(linked) > 0.9  # DCRNN's kernel keeps the road links of the simulation
     frame, incidents = synthetic.speeds(net, 3, np.random.default_rng(2))
     assert frame.shape == (3 * synthetic.STEPS_PER_DAY, 30) and len(incidents) > 0
     assert (frame.to_numpy() == 0).mean() > 0  # some readings are missing

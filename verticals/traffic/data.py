@@ -68,7 +68,7 @@ def synthetic_files(cfg: DictConfig) -> tuple[Path, Path]:
     n = require_int(data.n_sensors, "data.n_sensors", minimum=4)
     days = require_int(data.days, "data.days", minimum=3)
     seed = int(cfg.seed)
-    ident = key(1, n, days, float(data.incidents_per_day), float(data.missing), seed)
+    ident = key(2, n, days, float(data.incidents_per_day), float(data.missing), seed)
     folder = Path(cfg.paths.cache_dir) / "traffic" / f"network-{ident}"
 
     def build(tmp: Path) -> None:

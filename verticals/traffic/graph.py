@@ -82,24 +82,29 @@ def read_pickle(path: Path) -> SensorGraph:
 def read_distances(path: Path, sensors: list[str] | None, threshold: float) -> SensorGraph:
     """A `from, to, cost` table (DCRNN's distances_la_2012.csv layout) as kernel weights."""
     table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    columns = [c.lower() for c in table.columns]
+    return read_distances_frame(table, sensors, threshold, str(path))
+
+
+def read_distances_frame(
+    table: pd.DataFrame, sensors: list[str] | None, threshold: float, where: str = "distances"
+) -> SensorGraph:
+    columns = [str(c).lower() for c in table.columns]
     if not {"from", "to"} <= set(columns) or not ({"cost", "distance"} & set(columns)):
-        raise UserError(f"{path}: a distance table needs columns from, to and cost (or distance)")
-    table.columns = columns
+        raise UserError(f"{where}: a distance table needs columns from, to and cost (or distance)")
+    table = table.set_axis(columns, axis=1)
     cost = "cost" if "cost" in columns else "distance"
-    table["from"], table["to"] = table["from"].astype(str), table["to"].astype(str)
-    ids = list(sensors) if sensors else sorted(set(table["from"]) | set(table["to"]))
+    origin, target = table["from"].astype(str), table["to"].astype(str)
+    ids = list(sensors) if sensors else sorted(set(origin) | set(target))
     index = {s: i for i, s in enumerate(ids)}
-    known = table["from"].isin(index) & table["to"].isin(index)
+    known = origin.isin(index) & target.isin(index)
     distances = np.full((len(ids), len(ids)), np.inf)
     np.fill_diagonal(distances, 0.0)
-    rows = table[known]
-    listed = rows[cost].astype(float)
+    listed = pd.to_numeric(table.loc[known, cost], errors="coerce")
     if listed.empty:
-        raise UserError(f"{path}: no distance connects two sensors of the data")
-    if (listed < 0).any() or not np.isfinite(listed).all():
-        raise UserError(f"{path}: distances must be finite and non-negative")
-    distances[rows["from"].map(index), rows["to"].map(index)] = listed
+        raise UserError(f"{where}: no distance connects two sensors of the data")
+    if listed.isna().any() or (listed < 0).any() or not np.isfinite(listed).all():
+        raise UserError(f"{where}: distances in column {cost} must be finite, non-negative numbers")
+    distances[origin[known].map(index), target[known].map(index)] = listed
     return SensorGraph(ids, gaussian_kernel(distances, threshold, float(listed.std(ddof=0)) or 1.0))
 
 

@@ -35,10 +35,19 @@ class Network:
             feeds[b].append((a, miles))
         return feeds
 
-    def distances(self) -> pd.DataFrame:
-        """The `from, to, cost` table (cost in miles), as DCRNN's distances file."""
+    def distances(self, reach_miles: float = 6.0) -> pd.DataFrame:
+        """The `from, to, cost` table, as DCRNN's distances file: road distance (miles,
+        along the direction of traffic) between every pair of sensors within reach."""
+        n = len(self.sensors)
+        road = np.full((n, n), np.inf)
+        np.fill_diagonal(road, 0.0)
+        for a, b, miles in self.edges:
+            road[a, b] = min(road[a, b], miles)
+        for k in range(n):  # Floyd-Warshall: shortest road distances
+            road = np.minimum(road, road[:, k : k + 1] + road[k : k + 1, :])
+        pairs = np.argwhere(np.isfinite(road) & (road <= reach_miles))
         return pd.DataFrame(
-            [(self.sensors[a], self.sensors[b], miles) for a, b, miles in self.edges],
+            [(self.sensors[a], self.sensors[b], round(float(road[a, b]), 3)) for a, b in pairs],
             columns=["from", "to", "cost"],
         )
 
