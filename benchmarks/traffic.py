@@ -7,8 +7,8 @@ B. training throughput (windows/s) of Graph WaveNet and of the GRU through the s
    loop, against a bare torch loop (same model, batch, loss and optimiser, tensors already
    on the device, no validation or checkpoints): the suite's overhead as a ratio.
 
-    python benchmarks/traffic.py [--device auto] [--sensors 50] [--days 28] [--epochs 15]
-                                 [--out results.json]
+    python benchmarks/traffic.py [--device auto] [--sensors 50] [--days 28] [--epochs 12]
+                                 [--channels 16] [--out results.json]
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--sensors", type=int, default=50)
     parser.add_argument("--days", type=int, default=28)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--channels", type=int, default=16, help="Graph WaveNet width")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return parser.parse_args(argv)
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"paths.root_dir={tmp}", f"trainer.device={args.device}",
             f"data.n_sensors={args.sensors}", f"data.days={args.days}", "data.stride=2",
             f"training.epochs={args.epochs}", f"training.baseline_epochs={args.epochs}",
-            "training.batch_size=64", "training.patience=100",
+            "training.batch_size=64", "training.patience=100", f"model.channels={args.channels}",
         ])  # fmt: skip
         result = pipeline.train(cfg)
         table = pd.read_csv(result.run_dir / "horizons.csv")

@@ -121,6 +121,8 @@ def resumed_config(cfg: Any, spec: str, keys: tuple[str, ...] = ("data", "model"
     run trains the same network on the same split; the rest (`training.*`) is `cfg`'s."""
     from omegaconf import OmegaConf
 
+    if not Path(spec).expanduser().exists():
+        raise UserError(f"training.resume={spec} does not exist (give a run folder)")
     saved_path = run_of(spec) / "config.yaml"
     if not saved_path.is_file():
         raise UserError(f"training.resume={spec}: {saved_path} is missing")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,17 +93,18 @@ def whole_groups(
             continue
         if carry is not None:
             batch = pd.concat([carry, batch], ignore_index=True)
-        keys = batch[column]
-        starts = keys.ne(keys.shift())
+        keys = batch[column].astype("string").fillna("<missing>").to_numpy(dtype=object)
+        starts = np.r_[True, keys[1:] != keys[:-1]]  # missing ids count as one group here
         seen = keys[starts].tolist()
-        again = [k for k in seen if k in closed] + [k for k in set(seen) if seen.count(k) > 1]
+        counts = Counter(seen)
+        again = [k for k in seen if k in closed or counts[k] > 1]
         if again:
             raise UserError(
-                f"{path}: the rows of {column}={again[0]!r} are not next to each other; "
+                f"{path}: the rows of {column}={again[0]} are not next to each other; "
                 f"sort the file by {column}"
             )
         tail = np.zeros(len(batch), dtype=bool)
-        tail[int(np.flatnonzero(starts.to_numpy())[-1]) :] = True  # the last group, maybe cut
+        tail[int(np.flatnonzero(starts)[-1]) :] = True  # the last group, maybe cut
         closed.update(seen[:-1])
         carry = batch[tail]
         if (~tail).any():

@@ -192,3 +192,41 @@ def test_resume_continues_the_run(traffic_run, tmp_path: Path) -> None:
     again = [f"training.resume={result.run_dir}", f"training.epochs={done + 1}"]
     with pytest.raises(UserError, match=f"set training.epochs above {done + 1}"):
         pipeline.train(cfg(tmp_path, *TINY, *again))
+
+
+def test_resume_after_an_interruption_before_the_baseline(traffic_run, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "interrupted"
+    shutil.copytree(traffic_run.run_dir, run)
+    (run / "checkpoints" / "gru.pt").unlink()  # stopped before the GRU baseline started
+    done = int(pd.read_csv(run / "history.csv").query("model == 'gwnet'").epoch.max())
+    result = pipeline.train(
+        cfg(tmp_path, *TINY, f"training.resume={run}", f"training.epochs={done + 1}")
+    )
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert history.query("model == 'gru'").epoch.tolist() == [1, 2]  # trained afresh
+
+
+def test_window_checks_and_time_zones(traffic_run) -> None:
+    vertical, model = traffic_run.vertical, traffic_run.model
+    inputs = vertical.example_inputs(traffic_run.splits, 1)
+    window = inputs[inputs["window"] == inputs["window"].iloc[0]].drop(columns="window")
+    plain = vertical.predict(model, window)
+    aware = window.assign(timestamp=window["timestamp"].dt.tz_localize("America/Los_Angeles"))
+    # naive training data: an aware reading keeps its wall-clock time
+    pd.testing.assert_frame_equal(vertical.predict(model, aware), plain)
+    with pytest.raises(UserError, match="negative or infinite speeds"):
+        vertical.predict(model, window.assign(value=np.inf))
+    with pytest.raises(UserError, match="two readings at the same time"):
+        vertical.predict(model, pd.concat([window, window.iloc[:1]]))
+    with pytest.raises(UserError, match="not a date and time"):
+        vertical.predict(model, window.assign(timestamp="soon"))
+
+
+def test_distance_table_must_cover_the_sensors(tmp_path: Path) -> None:
+    pd.DataFrame({"from": ["a"], "to": ["b"], "cost": [1.0]}).to_csv(
+        tmp_path / "d.csv", index=False
+    )
+    with pytest.raises(UserError, match="sensors c of the data appear in no row"):
+        graph.load(tmp_path / "d.csv", ["a", "b", "c"])

@@ -34,6 +34,7 @@ class HistoricalAverage:
         present = speeds > 0
         sums = np.zeros((n_slots, speeds.shape[1]))
         counts = np.zeros_like(sums)
+        slots = slots % n_slots  # a step that does not divide the week wraps around
         np.add.at(sums, slots, np.where(present, speeds, 0.0))
         np.add.at(counts, slots, present)
         with np.errstate(invalid="ignore", divide="ignore"):

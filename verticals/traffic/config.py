@@ -33,9 +33,9 @@ class TrafficDataConfig:
 
 @dataclass
 class TrafficModelConfig:
-    """The forecaster: Graph WaveNet (default), STGCN, or the per-sensor GRU alone."""
+    """The forecaster: Graph WaveNet (default), or the per-sensor GRU alone."""
 
-    name: str = "gwnet"  # gwnet | stgcn | gru
+    name: str = "gwnet"  # gwnet | gru
     channels: int = 32
     layers: int = 8  # gwnet: dilated temporal layers (dilations 1, 2, 1, 2, ...)
     adaptive: bool = True  # gwnet: learn an adjacency beside the road graph
@@ -65,7 +65,9 @@ class AlertsConfig:
     """Congestion alerts from the forecasts."""
 
     congestion_speed: float = 40.0  # a forecast below this (mph) raises an alert
-    horizons: list[int] = field(default_factory=lambda: [3, 6, 12])  # steps reported (15/30/60 min)
+    # steps ahead reported: 15/30/60 min at 5-minute data (the headline metric, mae_60min,
+    # assumes that interval; other intervals name metrics by their own minutes)
+    horizons: list[int] = field(default_factory=lambda: [3, 6, 12])
 
 
 def register() -> None:

@@ -104,7 +104,7 @@ def load_network(cfg: DictConfig) -> Network:
         raise UserError(f"data.source={data.source!r} is not one of synthetic, sensors")
     frame, step = sensors.load(path, *columns)
     road = graph.load(adjacency, list(frame.columns), float(data.kernel_threshold))
-    extra = {"path": str(path), "adjacency": str(adjacency)}
+    extra = {"path": str(path), "adjacency": str(adjacency), "tz": frame.attrs.get("tz")}
     return Network(
         frame.to_numpy(np.float32),
         frame.index,

@@ -72,7 +72,14 @@ def read_pickle(path: Path) -> SensorGraph:
     try:
         with path.open("rb") as fh:
             sensor_ids, _, weights = pickle.load(fh, encoding="latin1")
-    except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as exc:
+    except (
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        EOFError,
+        AttributeError,
+        ImportError,
+    ) as exc:
         raise UserError(
             f"{path} is not DCRNN's adj_mx.pkl ([sensor_ids, id_to_index, W]): {exc}"
         ) from None
@@ -96,6 +103,10 @@ def read_distances_frame(
     origin, target = table["from"].astype(str), table["to"].astype(str)
     ids = list(sensors) if sensors else sorted(set(origin) | set(target))
     index = {s: i for i, s in enumerate(ids)}
+    absent = [s for s in ids if s not in set(origin) | set(target)]
+    if absent:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        raise UserError(f"{where}: sensors {shown} of the data appear in no row of the table")
     known = origin.isin(index) & target.isin(index)
     distances = np.full((len(ids), len(ids)), np.inf)
     np.fill_diagonal(distances, 0.0)
@@ -108,15 +119,33 @@ def read_distances_frame(
     return SensorGraph(ids, gaussian_kernel(distances, threshold, float(listed.std(ddof=0)) or 1.0))
 
 
-def read_matrix(path: Path) -> SensorGraph:
+def read_matrix(path: Path, sensors: list[str] | None = None) -> SensorGraph:
+    """A `.npy` matrix (rows in the data's sensor order) or a `.csv` one with sensor ids as
+    header and first column."""
     if path.suffix == ".npy":
-        matrix = _square(np.load(path), path)
-        return SensorGraph([str(i) for i in range(len(matrix))], matrix)
+        try:
+            matrix = _square(np.load(path, allow_pickle=False), path)
+        except ValueError as exc:
+            raise UserError(f"{path} is not a numeric .npy matrix: {exc}") from None
+        ids = list(sensors) if sensors and len(sensors) == len(matrix) else None
+        if ids is None:
+            raise UserError(
+                f"{path}: a .npy matrix has no sensor ids, so it must be {len(sensors or [])} x "
+                f"{len(sensors or [])} in the data's sensor order; it is {matrix.shape}"
+            )
+        return SensorGraph(ids, matrix)
     frame = pd.read_csv(path, index_col=0)
     frame.index, frame.columns = frame.index.astype(str), frame.columns.astype(str)
     if list(frame.index) != list(frame.columns):
-        raise UserError(f"{path}: row and column sensor ids differ; the matrix must be square")
-    return SensorGraph(list(frame.index), _square(frame.to_numpy(dtype=float), path))
+        raise UserError(
+            f"{path}: a matrix CSV needs the sensor ids as its header and first column, in the "
+            "same order (a square matrix)"
+        )
+    try:
+        values = frame.to_numpy(dtype=float)
+    except ValueError:
+        raise UserError(f"{path}: the matrix holds values that are not numbers") from None
+    return SensorGraph(list(frame.index), _square(values, path))
 
 
 def load(path: str | Path, sensors: list[str] | None = None, threshold: float = 0.1) -> SensorGraph:

@@ -29,6 +29,7 @@ class TrafficModel:
     historical: HistoricalAverage
     states: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> state_dict
     device: str = "cpu"
+    tz: str | None = None  # the training data's time zone (None: naive, taken as local time)
     _nets: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def network(self, name: str | None = None) -> Any:
@@ -89,6 +90,7 @@ def save(model: TrafficModel, directory: Path) -> None:
         "model": model.model_cfg,
         "alerts": model.alerts,
         "networks": sorted(model.states),
+        "tz": model.tz,
     }
     (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -119,4 +121,5 @@ def load(directory: Path) -> TrafficModel:
         alerts=dict(meta["alerts"]),
         historical=historical,
         states=states,
+        tz=meta.get("tz"),
     )

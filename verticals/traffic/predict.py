@@ -22,7 +22,11 @@ def _window(
             f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         )
         raise UserError(f"{where}: unknown sensor(s) {shown}; the model knows {len(index)} sensors")
-    stamps = pd.to_datetime(rows["timestamp"], utc=True).dt.tz_localize(None)
+    stamps = pd.Series(
+        [_wall_clock(v, model.tz, where) for v in rows["timestamp"]], index=rows.index
+    )
+    if pd.DataFrame({"t": stamps, "s": sensors}).duplicated().any():
+        raise UserError(f"{where}: a sensor has two readings at the same time")
     times = pd.DatetimeIndex(sorted(stamps.unique()))
     expected = model.input_steps
     if len(times) != expected:
@@ -36,12 +40,31 @@ def _window(
         raise UserError(
             f"{where}: {times[i]} -> {times[i + 1]} is not one {model.step_min}-minute step"
         )
-    values = pd.to_numeric(rows["value"], errors="coerce").fillna(0.0).to_numpy(np.float32)
-    if (values < 0).any():
-        raise UserError(f"{where}: negative speeds; send null or 0 for a missing reading")
+    raw = pd.to_numeric(rows["value"], errors="coerce")
+    if (raw.isna() & rows["value"].notna()).any():
+        raise UserError(f"{where}: a value is not a number; send null for a missing reading")
+    values = raw.fillna(0.0).to_numpy(np.float32)
+    if (values < 0).any() or not np.isfinite(values).all():
+        raise UserError(
+            f"{where}: negative or infinite speeds; send null or 0 for a missing reading"
+        )
     speeds = np.zeros((expected, len(index)), np.float32)
     speeds[times.get_indexer(stamps), sensors.map(index).to_numpy()] = values
     return speeds, times
+
+
+def _wall_clock(value: object, tz: str | None, where: str) -> pd.Timestamp:
+    """A reading's time as the training data's wall-clock time: an aware timestamp is
+    converted to the training zone (or, for naive training data, keeps its own wall-clock)."""
+    try:
+        stamp = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise UserError(f"{where}: timestamp {value!r} is not a date and time") from None
+    if pd.isna(stamp):
+        raise UserError(f"{where}: a reading has no timestamp")
+    if stamp.tzinfo is not None:
+        stamp = (stamp.tz_convert(tz) if tz else stamp).tz_localize(None)
+    return stamp.as_unit("s")
 
 
 def forecast_rows(model: TrafficModel, frame: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,8 @@ class Forecast(BaseModel):
     window: str | None = None
     sensor: str
     horizon_min: int = Field(description="minutes after the window's last reading")
-    timestamp: datetime = Field(description="the time the forecast is for")
+    timestamp: datetime = Field(
+        description="the time the forecast is for, as wall-clock time of the training data"
+    )
     speed: float
     alert: bool = Field(description="forecast below the configured congestion speed")

@@ -27,9 +27,25 @@ def read_h5(path: Path) -> pd.DataFrame:
             key = "df" if "df" in fh else next(iter(fh.keys()))
             group = fh[key]
             sensors = [s.decode() if isinstance(s, bytes) else str(s) for s in group["axis0"][:]]
-            stamps = pd.to_datetime(group["axis1"][:])
+            axis = group["axis1"]
+            kind = axis.attrs.get("kind", b"datetime64")
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            raw = axis[:]
+            # pandas writes the index in its own unit (ns, or us with pandas 3): attrs say which
+            unit = kind if kind.startswith("datetime64[") else "datetime64[ns]"
+            stamps = pd.DatetimeIndex(
+                raw.view(unit) if raw.dtype.kind in "iu" else pd.to_datetime(raw)
+            )
+            tz = axis.attrs.get("tz")
+            if tz is not None:
+                tz = tz.decode() if isinstance(tz, bytes) else str(tz)
+                stamps = stamps.tz_localize("UTC").tz_convert(tz)
+            if int(group.attrs.get("nblocks", 1)) != 1:
+                raise KeyError("more than one value block: store the speeds as one float table")
             values = np.asarray(group["block0_values"][:], dtype=np.float32)
-    except (OSError, KeyError, StopIteration) as exc:
+            if values.shape != (len(stamps), len(sensors)):
+                raise KeyError(f"values {values.shape} do not match {len(stamps)} x {len(sensors)}")
+    except (OSError, KeyError, StopIteration, ValueError, TypeError) as exc:
         raise UserError(
             f"{path} is not a METR-LA style HDF5 table (df/axis0, axis1, block0_values): {exc}"
         ) from None
@@ -47,8 +63,15 @@ def read_long(path: Path, time_col: str, sensor_col: str, value_col: str) -> pd.
         )
     try:
         stamps = pd.to_datetime(table[time_col])
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
+        if "utc=True" not in str(exc):  # offsets that change (daylight saving): go by UTC
+            raise UserError(f"{path}: column {time_col} does not hold dates ({exc})") from None
+        stamps = pd.to_datetime(table[time_col], utc=True)
+    except TypeError as exc:
         raise UserError(f"{path}: column {time_col} does not hold dates ({exc})") from None
+    if stamps.isna().any():
+        row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+        raise UserError(f"{path} row {row + 2}: {time_col} is empty")
     values = pd.to_numeric(table[value_col], errors="coerce")
     bad = values.isna() & table[value_col].notna()
     if bad.any():
@@ -79,11 +102,12 @@ def regular(frame: pd.DataFrame, where: Path) -> tuple[pd.DataFrame, int]:
         index = frame.index
     if len(index) < 3:
         raise UserError(f"{where}: {len(index)} timestamps; need a series, not a snapshot")
-    steps = np.diff(index.to_numpy().astype("datetime64[s]").astype(np.int64)) // 60
-    step = int(pd.Series(steps).mode().iloc[0])
-    if step <= 0:
-        raise UserError(f"{where}: timestamps closer than a minute apart")
-    off = np.flatnonzero(steps % step != 0)
+    seconds = np.diff(index.to_numpy().astype("datetime64[s]").astype(np.int64))
+    step_s = int(pd.Series(seconds).mode().iloc[0])
+    if step_s < 60 or step_s % 60:
+        raise UserError(f"{where}: readings every {step_s} s; expected whole minutes apart")
+    step = step_s // 60
+    off = np.flatnonzero(seconds % step_s != 0)
     if off.size:
         i = int(off[0])
         raise UserError(
@@ -110,6 +134,13 @@ def load(
         else read_long(path, time_col, sensor_col, value_col)
     )
     frame.columns = [str(c) for c in frame.columns]
-    if (frame.to_numpy() < 0).any():
-        raise UserError(f"{path}: negative readings; speeds are >= 0 (0 = missing)")
-    return regular(frame, path)
+    values = frame.to_numpy()
+    if (values < 0).any() or np.isinf(values).any():
+        raise UserError(f"{path}: negative or infinite readings; speeds are >= 0 (0 = missing)")
+    tz = None
+    if isinstance(frame.index, pd.DatetimeIndex) and frame.index.tz is not None:
+        tz = str(frame.index.tz)
+        frame.index = frame.index.tz_localize(None)
+    frame, step = regular(frame, path)
+    frame.attrs["tz"] = tz
+    return frame, step

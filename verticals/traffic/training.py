@@ -94,6 +94,8 @@ class Loop:
         self.best, self.best_state = float(state["best"]), state["best_state"]
         self.history = list(state["history"])
         self.stale = int(state.get("stale", 0))
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         return int(state["epoch"])
 
     def run(self, epochs: int, deadline: float | None, first: int = 1) -> None:
@@ -157,7 +159,8 @@ class Loop:
         self.torch.save(
             {"epoch": epoch, "model": self.module.state_dict(),
              "optimizer": self.optim.state_dict(), "best": self.best,
-             "best_state": self.best_state, "history": self.history, "stale": self.stale},
+             "best_state": self.best_state, "history": self.history, "stale": self.stale,
+             "scaler": self.scaler.state_dict()},
             path,
         )  # fmt: skip
         return path
@@ -183,18 +186,22 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> TrafficModel:
         [("gru", baseline_epochs)] if name != "gru" and baseline_epochs else []
     )
     resume = run_of(str(cfg.training.resume)) / "checkpoints" if cfg.training.resume else None
+    if resume is not None and not resume.is_dir():
+        raise UserError(
+            f"training.resume={cfg.training.resume}: no checkpoints/ folder at {resume}"
+        )
     for label, n_epochs in plan:
         module = build(label, model_cfg, net.weights, 3, splits.train.output_steps)
         loop = Loop(module, cfg, splits, ctx, label)
         first = 1
-        if resume is not None:
-            if not (resume / f"{label}.pt").is_file():
-                raise UserError(f"training.resume: {resume / f'{label}.pt'} is missing")
-            first = loop.restore(resume / f"{label}.pt") + 1
+        checkpoint = resume / f"{label}.pt" if resume is not None else None
+        if checkpoint is not None and checkpoint.is_file():  # else: this model starts afresh
+            first = loop.restore(checkpoint) + 1
+            loop.stale = 0  # asked to go on: early stopping counts afresh
             if label == name and first > n_epochs:
                 raise UserError(
-                    f"training.resume: that run finished {first - 1} epochs; set training.epochs "
-                    f"above {first - 1}"
+                    f"training.resume: that run finished {first - 1} epochs of {label}; set "
+                    f"training.epochs above {first - 1}"
                 )
             ctx.log.info("%s: resuming after epoch %d", label, first - 1)
         loop.run(n_epochs, deadline if label == name else None, first)
@@ -208,7 +215,7 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> TrafficModel:
         step_min=net.step_min, input_steps=splits.train.input_steps,
         output_steps=splits.train.output_steps, model_cfg=model_cfg, alerts=alerts,
         historical=HistoricalAverage.fit(net, n_train), states=states,
-        device="cuda" if ctx.device.is_cuda else "cpu",
+        device="cuda" if ctx.device.is_cuda else "cpu", tz=net.extra.get("tz"),
     )  # fmt: skip
     import pandas as pd
 
