@@ -21,8 +21,8 @@ What ultralytics reaches for, and what stops it:
   process), and `process_state_kept` undoes what training changes.
 - The AMP check on CUDA downloads a reference model: replaced by a check on the model
   being trained (see `_amp_check`).
-- Official weights by name (``yolo11n.pt``): the vertical builds from ``.yaml`` or loads a
-  local file; a download only happens with ``model.download=true``.
+- Official weights by name download on first use: the vertical builds from ``.yaml`` or
+  loads a local file; a download only happens with ``model.download=true``.
 """
 
 from __future__ import annotations
