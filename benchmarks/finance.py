@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import logging
 import os
 import platform
@@ -34,12 +33,14 @@ from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # pipeline.train draws plots; no display here
 
+import common  # noqa: E402
 import httpx  # noqa: E402
 import lightgbm as lgb  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from common import say  # noqa: E402
 from loopback import serving  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
@@ -77,10 +78,6 @@ log = logging.getLogger("bench")
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def _busy_cpu_seconds() -> float | None:
@@ -581,14 +578,12 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic applicants")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--requests", type=int, default=400, help="single-record /predict calls")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     parser.add_argument("--workers", type=int, default=1, help="server processes for part C")
     parser.add_argument("--repeats", type=int, default=2, help="alternated repeats in A and B")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return parser.parse_args(argv)
 
 
@@ -742,10 +737,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["wall_s"] = time.perf_counter() - started
     print_summary(results)
     say(f"wall time {results['wall_s']:.1f} s")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        say(f"figures written to {args.out}")
+    common.write_figures(args.out, results)
     return results
 
 

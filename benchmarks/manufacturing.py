@@ -20,7 +20,6 @@ C. with `VERTICALS_DATA_DIR` holding `neu-det/` (NEU surface defects, Pascal VOC
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -32,8 +31,10 @@ from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import common  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from common import say  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from shared import pipeline  # noqa: E402
@@ -46,14 +47,8 @@ from verticals.manufacturing.offline import ultralytics  # noqa: E402
 REFERENCE = "published YOLOv8 on NEU-DET (pretrained, 100+ GPU epochs): mAP50 0.75-0.79"
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def neu_det() -> Path | None:
-    root = os.environ.get("VERTICALS_DATA_DIR")
-    path = Path(root) / "neu-det" if root else None
-    return path if path and (path / "ANNOTATIONS").is_dir() else None
+    return common.real_data("neu-det", "ANNOTATIONS")
 
 
 def config(tmp: Path, device: str, *extra: str) -> DictConfig:
@@ -148,13 +143,11 @@ def bench_neu(tmp: Path, device: str, root: Path, epochs: int) -> dict[str, Any]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser = common.parser(__doc__)
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed in part B")
     parser.add_argument("--images", type=int, default=48, help="test images timed in part A")
     parser.add_argument("--neu-epochs", type=int, default=3, help="NEU-DET epochs in part C")
     parser.add_argument("--skip-neu", action="store_true", help="skip part C")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return parser.parse_args(argv)
 
 
@@ -195,8 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["neu_det"] = c
         elif not root:
             say("C. skipped: set VERTICALS_DATA_DIR to a folder holding neu-det/")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    common.write_figures(args.out, results)
     return results
 
 

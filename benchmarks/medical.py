@@ -21,7 +21,6 @@ A and B use the hippocampus volumes when present, else the synthetic phantoms.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -33,7 +32,9 @@ from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import common  # noqa: E402
 import torch  # noqa: E402
+from common import say  # noqa: E402
 from monai.data import DataLoader, Dataset  # noqa: E402
 from monai.inferers import sliding_window_inference  # noqa: E402
 from monai.losses import DiceCELoss  # noqa: E402
@@ -51,14 +52,8 @@ from verticals.medical.transforms import IMAGE, LABEL, augmentation, preprocessi
 REFERENCE = "plain MONAI 3D UNet (1.2M), padded 48x64x48, DiceCE, batch 8: 0.85 / 0.84 in ~8 min"
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
 def hippocampus() -> Path | None:
-    root = os.environ.get("VERTICALS_DATA_DIR")
-    path = Path(root) / "hippocampus" if root else None
-    return path if path and (path / "dataset.json").is_file() else None
+    return common.real_data("hippocampus", "dataset.json")
 
 
 def config(tmp: Path, device: str, data_root: Path | None, *extra: str) -> DictConfig:
@@ -223,12 +218,10 @@ def bench_quality(tmp: Path, device: str, root: Path, minutes: float) -> dict[st
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser = common.parser(__doc__)
     parser.add_argument("--steps", type=int, default=40, help="timed training steps in part A")
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget in part C")
     parser.add_argument("--skip-quality", action="store_true", help="skip part C")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return parser.parse_args(argv)
 
 
@@ -270,8 +263,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["hippocampus"] = c
         elif not root:
             say("C. skipped: set VERTICALS_DATA_DIR to a folder holding hippocampus/")
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    common.write_figures(args.out, results)
     return results
 
 

@@ -15,8 +15,6 @@ C. `/predict` latency (p50/p99) for single customers under `--concurrency` loopb
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import platform
@@ -29,9 +27,11 @@ from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import common  # noqa: E402
 import httpx  # noqa: E402
 import implicit.gpu  # noqa: E402
 import numpy as np  # noqa: E402
+from common import say  # noqa: E402
 from implicit.als import AlternatingLeastSquares  # noqa: E402
 from implicit.evaluation import ranking_metrics_at_k  # noqa: E402
 from loopback import serving  # noqa: E402
@@ -48,10 +48,6 @@ from verticals.retail.evaluation import evaluate  # noqa: E402
 from verticals.retail.model import fit, matrix  # noqa: E402
 
 log = logging.getLogger("bench")
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def bench_fit(tmp: Path, n: int, device: str) -> dict[str, Any]:
@@ -186,12 +182,10 @@ def bench_serving(tmp: Path, n_requests: int, concurrency: int) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--interactions", type=int, default=10_000_000)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.getLogger("verticals").setLevel(logging.WARNING)
     dev = resolve_device(args.device)
@@ -225,8 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{c['requests_per_s']} req/s ({c['concurrency']} clients)"
         )
         results["serving"] = c
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    common.write_figures(args.out, results)
     return results
 
 

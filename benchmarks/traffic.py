@@ -14,30 +14,26 @@ B. training throughput (windows/s) of Graph WaveNet and of the GRU through the s
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import common  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from common import say  # noqa: E402
 
 from shared import pipeline  # noqa: E402
 from shared.device import resolve_device  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.traffic.networks import build  # noqa: E402
 from verticals.traffic.training import masked_mae  # noqa: E402
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def raw_windows_per_s(result: Any, name: str, device: str, batch: int, steps: int = 30) -> float:
@@ -73,13 +69,11 @@ def suite_windows_per_s(result: Any, name: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser = common.parser(__doc__)
     parser.add_argument("--sensors", type=int, default=50)
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--channels", type=int, default=16, help="Graph WaveNet width")
-    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     return parser.parse_args(argv)
 
 
@@ -118,8 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         results["training"] = training
         results["train_windows"] = len(result.splits.train)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    common.write_figures(args.out, results)
     return results
 
 
