@@ -161,7 +161,6 @@ def mirror(parts: dict[str, ImageSet], folder: Path) -> Path:
     `download:` entry, and writes `.cache` files (and re-saved images) beside the data; the
     copy keeps all of that in the suite's cache and away from the user's folders."""
     from shared.cache import build_once
-    from verticals.manufacturing.synthetic import write_data_yaml
 
     names = next(iter(parts.values())).names
 
@@ -191,3 +190,13 @@ def link(source: Path, target: Path) -> None:
         os.symlink(source.resolve(), target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def write_data_yaml(path: Path, root: Path, names: list[str], splits: list[str]) -> None:
+    """An ultralytics data.yaml with an absolute `path:` (its settings would otherwise
+    resolve a relative one against whatever folder ultralytics was first imported in)."""
+    import yaml
+
+    doc = {"path": str(Path(root).resolve()), **{s: f"images/{s}" for s in splits}}
+    doc["names"] = dict(enumerate(names))
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))

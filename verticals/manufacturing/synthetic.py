@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.cache import build_once, key
+from verticals.manufacturing.dataset import write_data_yaml
 
 CLASSES = ("scratch", "spot", "crack", "hole")
 TEXTURES = ("brick", "gravel", "grass")
@@ -190,13 +191,3 @@ def write_dataset(
         write_data_yaml(tmp / "data.yaml", folder, list(CLASSES), list(counts))
 
     return build_once(folder, build)
-
-
-def write_data_yaml(path: Path, root: Path, names: list[str], splits: list[str]) -> None:
-    """An ultralytics data.yaml with an absolute `path:` (its settings would otherwise
-    resolve a relative one against whatever folder ultralytics was first imported in)."""
-    import yaml
-
-    doc = {"path": str(Path(root).resolve()), **{s: f"images/{s}" for s in splits}}
-    doc["names"] = dict(enumerate(names))
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -14,8 +14,7 @@ import numpy as np
 
 from shared.cache import build_once, key
 from shared.errors import UserError
-from verticals.manufacturing.dataset import IMAGE_SUFFIXES, link
-from verticals.manufacturing.synthetic import write_data_yaml
+from verticals.manufacturing.dataset import IMAGE_SUFFIXES, link, write_data_yaml
 
 _IMAGE_DIRS = ("JPEGImages", "IMAGES", "images", "Images")
 _XML_DIRS = ("Annotations", "ANNOTATIONS", "annotations")

@@ -62,9 +62,3 @@ def last_value(speeds_in: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     idx = speeds_in.shape[1] - 1 - np.argmax(present[:, ::-1, :], axis=1)
     values = np.take_along_axis(speeds_in, idx[:, None, :], axis=1)[:, 0, :]
     return np.where(np.isnan(last), fallback, values)
-
-
-def last_value_forecast(windows: Windows, fallback: np.ndarray) -> np.ndarray:
-    offsets = windows.starts[:, None] + np.arange(windows.input_steps)
-    held = last_value(windows.net.speeds[offsets], fallback)
-    return np.repeat(held[:, None, :], windows.output_steps, axis=1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -97,7 +95,7 @@ def evaluate(
     return metrics
 
 
-def describe(model: TrafficModel, metrics: dict[str, float], frame: Any = None) -> str:
+def describe(model: TrafficModel, metrics: dict[str, float]) -> str:
     names = [model.name, *[n for n in model.states if n != model.name], "historical", "last"]
     minutes = [int(h) * model.step_min for h in model.alerts["horizons"]]
     head = "| model | " + " | ".join(f"MAE {m} min" for m in minutes) + " |"
