@@ -4,7 +4,7 @@ One run measures four things and prints a report (also written as JSON with `--o
 
 A. training overhead: the suite's `fit` vs `lgb.train` with the same params, Datasets and
    early stopping, on synthetic applicants;
-B. batch scoring: `shared.batch.predict_file` over a Parquet file vs reading it, typing the
+B. batch scoring: `verticals.core.batch.predict_file` over a Parquet file vs reading it, typing the
    features, predicting PD and SHAP contributions and writing PD + top-4 reason indices;
 C. `/predict` latency of the FastAPI app under concurrent single-record requests;
 D. with `VERTICALS_DATA_DIR` set: 5-fold cross-validation on UCI German Credit, default
@@ -46,11 +46,11 @@ from omegaconf import DictConfig  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold, train_test_split  # noqa: E402
 
-from shared.batch import predict_file  # noqa: E402
-from shared.bundle import load_bundle, write_bundle  # noqa: E402
-from shared.contract import RunContext, Splits  # noqa: E402
-from shared.device import Device, resolve_device  # noqa: E402
-from shared.pipeline import train  # noqa: E402
+from verticals.core.batch import predict_file  # noqa: E402
+from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
+from verticals.core.contract import RunContext, Splits  # noqa: E402
+from verticals.core.device import Device, resolve_device  # noqa: E402
+from verticals.core.pipeline import train  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.finance import german  # noqa: E402
 from verticals.finance.data import (  # noqa: E402

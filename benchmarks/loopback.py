@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.serving import BUNDLE_ENV
+from verticals.core.serving import BUNDLE_ENV
 
 
 def free_port() -> int:
@@ -31,7 +31,7 @@ def serving(bundle_dir: Path, workers: int, timeout: float = 90.0) -> Iterator[s
     """
     port = free_port()
     command = [
-        sys.executable, "-m", "uvicorn", "shared.serving:app_from_env", "--factory",
+        sys.executable, "-m", "uvicorn", "verticals.core.serving:app_from_env", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning",
     ]  # fmt: skip

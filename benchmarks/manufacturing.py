@@ -37,9 +37,9 @@ import torch  # noqa: E402
 from common import say  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from shared import pipeline  # noqa: E402
-from shared.bundle import load_bundle, write_bundle  # noqa: E402
-from shared.device import resolve_device  # noqa: E402
+from verticals.core import pipeline  # noqa: E402
+from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
+from verticals.core.device import resolve_device  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.manufacturing.model import read_image  # noqa: E402
 from verticals.manufacturing.offline import ultralytics  # noqa: E402
@@ -73,7 +73,7 @@ def bench_training(tmp: Path, device: str, epochs: int) -> tuple[dict[str, Any],
     suite_wall = time.perf_counter() - started
     suite_epoch = epoch_seconds(result.run_dir / "train" / "results.csv")
 
-    from shared.contract import RunContext
+    from verticals.core.contract import RunContext
 
     ctx = RunContext(tmp / "raw", resolve_device(device), int(cfg.seed), logging.getLogger("raw"))
     args = train_args(cfg, result.splits, ctx)  # the very arguments the suite passed

@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shared.bundle import Bundle
-from shared.contract import FileVertical
-from shared.errors import UserError
-from shared.logs import get_logger
-from shared.runs import write_atomic
-from shared.tables import (
+from verticals.core.bundle import Bundle
+from verticals.core.contract import FileVertical
+from verticals.core.errors import UserError
+from verticals.core.logs import get_logger
+from verticals.core.runs import write_atomic
+from verticals.core.tables import (
     TableWriter,
     check_readable,
     count_rows,

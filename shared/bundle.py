@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from shared import registry
-from shared.contract import FileVertical, Vertical
-from shared.errors import UserError
-from shared.runs import mark_latest, write_json
+from verticals.core import registry
+from verticals.core.contract import FileVertical, Vertical
+from verticals.core.errors import UserError
+from verticals.core.runs import mark_latest, write_json
 
 MANIFEST = "manifest.json"
 _COPIED = ("config.yaml", "metrics.json", "run.json", "model_card.md")
@@ -74,7 +74,7 @@ def _serve_entry(vertical: str) -> str:
 
 from pathlib import Path
 
-from shared.serving import create_app
+from verticals.core.serving import create_app
 
 app = create_app(Path(__file__).resolve().parent)  # {vertical} model
 '''

@@ -12,7 +12,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 
 @dataclass

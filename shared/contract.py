@@ -17,7 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel
 
-from shared.device import Device
+from verticals.core.device import Device
 
 
 @dataclass

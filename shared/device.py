@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 DeviceKind = Literal["cpu", "cuda"]
 _DEVICES = ("auto", "cpu", "cuda")

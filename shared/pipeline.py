@@ -16,13 +16,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from shared import registry
-from shared.config import require_int
-from shared.contract import RunContext, Splits, Vertical
-from shared.device import resolve_device
-from shared.logs import log_to_file
-from shared.runs import mark_latest, new_run_dir, timestamp, write_atomic, write_json
-from shared.seeding import seed_everything
+from verticals.core import registry
+from verticals.core.config import require_int
+from verticals.core.contract import RunContext, Splits, Vertical
+from verticals.core.device import resolve_device
+from verticals.core.logs import log_to_file
+from verticals.core.runs import mark_latest, new_run_dir, timestamp, write_atomic, write_json
+from verticals.core.seeding import seed_everything
 
 
 @dataclass

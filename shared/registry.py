@@ -9,8 +9,8 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
-from shared.contract import Vertical
-from shared.errors import UserError
+from verticals.core.contract import Vertical
+from verticals.core.errors import UserError
 
 GROUP = "verticals.verticals"
 _registered: dict[str, Vertical] = {}
@@ -49,5 +49,5 @@ def _load(name: str) -> Vertical:
         raise UserError(f"unknown vertical {name!r}; expected one of: {names}")
     vertical = matches[0].load()()
     if not isinstance(vertical, Vertical):
-        raise TypeError(f"entry point {name!r} does not give a shared.contract.Vertical")
+        raise TypeError(f"entry point {name!r} does not give a verticals.core.contract.Vertical")
     return vertical

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 LATEST = "LATEST"
 

@@ -31,10 +31,10 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 
-from shared.bundle import Bundle, io_schema, load_bundle
-from shared.contract import FileOutput, FileVertical
-from shared.errors import UserError
-from shared.logs import get_logger
+from verticals.core.bundle import Bundle, io_schema, load_bundle
+from verticals.core.contract import FileOutput, FileVertical
+from verticals.core.errors import UserError
+from verticals.core.logs import get_logger
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 FORMATS = (".csv", ".parquet", ".pq")
 

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from omegaconf import OmegaConf
 
-from shared import pipeline
-from shared.batch import predict_file
-from shared.bundle import load_bundle, write_bundle
-from shared.errors import UserError
-from shared.serving import create_app
+from verticals.core import pipeline
+from verticals.core.batch import predict_file
+from verticals.core.bundle import load_bundle, write_bundle
+from verticals.core.errors import UserError
+from verticals.core.serving import create_app
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_crash_while_packaging_leaves_old_bundle(
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("shared.bundle._dockerfile", crash)
+    monkeypatch.setattr("verticals.core.bundle._dockerfile", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         write_bundle(toy_run.run_dir, tmp_path / "bundles")
     assert (good / "manifest.json").read_text() == before
@@ -125,7 +125,7 @@ def test_bundle_survives_moving(toy_run: pipeline.TrainResult, tmp_path: Path) -
 def test_app_factory_for_worker_processes(
     toy_run: pipeline.TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.serving import BUNDLE_ENV, app_from_env
+    from verticals.core.serving import BUNDLE_ENV, app_from_env
 
     monkeypatch.delenv(BUNDLE_ENV, raising=False)
     with pytest.raises(UserError, match=BUNDLE_ENV):

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared import device as device_mod
-from shared.errors import UserError
-from shared.runs import latest, mark_latest, new_run_dir, resolve_run, write_json
-from shared.seeding import seed_everything
-from shared.tables import TableWriter, iter_batches, read_table
+from verticals.core import device as device_mod
+from verticals.core.errors import UserError
+from verticals.core.runs import latest, mark_latest, new_run_dir, resolve_run, write_json
+from verticals.core.seeding import seed_everything
+from verticals.core.tables import TableWriter, iter_batches, read_table
 
 
 def test_auto_device_is_cpu_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,7 +95,7 @@ def test_table_writer_round_trip_in_batches(tmp_path, suffix: str) -> None:
 
 
 def test_whole_groups_keeps_a_group_in_one_batch() -> None:
-    from shared.tables import whole_groups
+    from verticals.core.tables import whole_groups
 
     frame = pd.DataFrame({"w": [1, 1, 1, 2, 2, 3, 3, 3, 3, 4], "v": range(10)})
     batches = [frame.iloc[i : i + 3] for i in range(0, 10, 3)]

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from shared import pipeline
-from shared.batch import predict_file
-from shared.bundle import load_bundle, write_bundle
-from shared.serving import create_app
+from verticals.core import pipeline
+from verticals.core.batch import predict_file
+from verticals.core.bundle import load_bundle, write_bundle
+from verticals.core.serving import create_app
 
 
 def test_learns_the_planted_risk(finance_run: pipeline.TrainResult) -> None:
@@ -126,7 +126,7 @@ def test_german_credit_default_config(tmp_path: Path) -> None:
 
 
 def test_batch_errors_name_file_and_rows(finance_run: pipeline.TrainResult, tmp_path: Path):
-    from shared.errors import UserError
+    from verticals.core.errors import UserError
 
     bundle = load_bundle(write_bundle(finance_run.run_dir, tmp_path / "bundles"))
     pd.DataFrame({"age": [30, 40, "old"]}).to_csv(tmp_path / "apps.csv", index=False)

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from shared import pipeline
-from shared.batch import predict_file
-from shared.bundle import load_bundle, write_bundle
-from shared.errors import UserError
-from shared.serving import create_app
+from verticals.core import pipeline
+from verticals.core.batch import predict_file
+from verticals.core.bundle import load_bundle, write_bundle
+from verticals.core.errors import UserError
+from verticals.core.serving import create_app
 from verticals.cli import split_args
 from verticals.commands import evaluation_config
 from verticals.configs import compose
@@ -99,7 +99,7 @@ def test_bundle_files_are_readable_by_others(finance_run, tmp_path: Path) -> Non
 
 
 def test_run_argument_refuses_a_bundle(finance_run, tmp_path: Path) -> None:
-    from shared.runs import resolve_run
+    from verticals.core.runs import resolve_run
 
     bundle = write_bundle(finance_run.run_dir, tmp_path / "b")
     with pytest.raises(UserError, match="is a bundle, not a run"):

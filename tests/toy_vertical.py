@@ -15,7 +15,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict
 
-from shared.contract import RunContext, Splits, Vertical
+from verticals.core.contract import RunContext, Splits, Vertical
 
 
 class ToyRecord(BaseModel):

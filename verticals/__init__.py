@@ -1,4 +1,5 @@
-"""Verticals: industry AI pipelines on one shared core (`shared`).
+"""Verticals: industry AI pipelines on one shared core (`verticals.core`,
+the repository's `shared/` folder).
 
 Each subpackage is one vertical; `verticals.cli` is the command line.
 """

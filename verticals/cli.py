@@ -67,7 +67,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     )
     from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, ValidationError
 
-    from shared.errors import UserError
+    from verticals.core.errors import UserError
 
     return (
         UserError,
@@ -169,14 +169,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = args[0], args[1:]
-    from shared import registry
+    from verticals.core import registry
 
     if command == "list":
         for name in registry.available():
             print(name)
         return
     if command == "demo":
-        from shared.logs import ensure_console
+        from verticals.core.logs import ensure_console
         from verticals import demo
 
         ensure_console()

@@ -12,12 +12,12 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from shared import pipeline
-from shared.bundle import load_bundle, write_bundle
-from shared.config import require_int
-from shared.contract import FileVertical
-from shared.errors import UserError
-from shared.runs import latest, resolve_run
+from verticals.core import pipeline
+from verticals.core.bundle import load_bundle, write_bundle
+from verticals.core.config import require_int
+from verticals.core.contract import FileVertical
+from verticals.core.errors import UserError
+from verticals.core.runs import latest, resolve_run
 
 
 def _hydra_output_dir() -> Path | None:
@@ -79,7 +79,7 @@ def package(cfg: DictConfig) -> Path:
 def serve(cfg: DictConfig) -> None:
     import uvicorn
 
-    from shared.serving import BUNDLE_ENV, create_app
+    from verticals.core.serving import BUNDLE_ENV, create_app
 
     bundle = load_bundle(_bundle_dir(cfg))  # verify once, before any worker starts
     serve = cfg.serve
@@ -90,11 +90,11 @@ def serve(cfg: DictConfig) -> None:
         uvicorn.run(create_app(bundle), **options)
     else:
         os.environ[BUNDLE_ENV] = str(bundle.path)
-        uvicorn.run("shared.serving:app_from_env", factory=True, workers=serve.workers, **options)
+        uvicorn.run("verticals.core.serving:app_from_env", factory=True, workers=serve.workers, **options)
 
 
 def predict(cfg: DictConfig) -> int:
-    from shared.batch import predict_file, predict_folder
+    from verticals.core.batch import predict_file, predict_folder
 
     source, target = cfg.input, cfg.output  # settings first: cheap to check, no model loaded
     batch_size = require_int(cfg.batch_size, "batch_size", minimum=1)

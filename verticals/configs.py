@@ -15,8 +15,8 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
-from shared import registry
-from shared.config import register_core_configs
+from verticals.core import registry
+from verticals.core.config import register_core_configs
 
 
 @cache

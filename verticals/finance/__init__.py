@@ -12,7 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel
 
-from shared.contract import RunContext, Splits, Vertical
+from verticals.core.contract import RunContext, Splits, Vertical
 
 
 class FinanceVertical(Vertical):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.config import store_schema
+from verticals.core.config import store_schema
 
 
 @dataclass

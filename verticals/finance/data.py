@@ -13,9 +13,9 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
-from shared.contract import Splits
-from shared.errors import UserError
-from shared.tables import read_table
+from verticals.core.contract import Splits
+from verticals.core.errors import UserError
+from verticals.core.tables import read_table
 from verticals.finance import german
 from verticals.finance.synthetic import generate_applicants
 

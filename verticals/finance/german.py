@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 COLUMNS = [
     "status_of_existing_checking_account",

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from shared.contract import RunContext, Splits
-from shared.errors import UserError
+from verticals.core.contract import RunContext, Splits
+from verticals.core.errors import UserError
 from verticals.finance import scorecard
 from verticals.finance.config import ScorecardConfig
 from verticals.finance.data import FeatureSchema, to_matrix

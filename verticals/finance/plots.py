@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from shared.runs import save_figure
+from verticals.core.runs import save_figure
 
 
 def _figure(figsize: tuple[float, float]) -> tuple[Figure, Axes]:

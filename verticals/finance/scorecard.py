@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 from verticals.finance.config import ScorecardConfig
 
 

@@ -11,7 +11,7 @@ import glob
 import math
 from pathlib import Path
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 from verticals.manufacturing.dataset import ImageSet, label_path, open_image
 
 _FIELDS = ("x_center", "y_center", "width", "height")

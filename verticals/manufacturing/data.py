@@ -6,10 +6,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from shared.cache import key
-from shared.config import require_int
-from shared.contract import Splits
-from shared.errors import UserError
+from verticals.core.cache import key
+from verticals.core.config import require_int
+from verticals.core.contract import Splits
+from verticals.core.errors import UserError
 from verticals.manufacturing import checks, dataset, synthetic, voc
 
 

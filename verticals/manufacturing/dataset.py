@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -160,7 +160,7 @@ def mirror(parts: dict[str, ImageSet], folder: Path) -> Path:
     ultralytics resolves relative paths against the current folder, runs a data.yaml's
     `download:` entry, and writes `.cache` files (and re-saved images) beside the data; the
     copy keeps all of that in the suite's cache and away from the user's folders."""
-    from shared.cache import build_once
+    from verticals.core.cache import build_once
 
     names = next(iter(parts.values())).names
 

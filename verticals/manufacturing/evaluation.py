@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shared.contract import RunContext
-from shared.runs import save_figure, write_atomic
+from verticals.core.contract import RunContext
+from verticals.core.runs import save_figure, write_atomic
 from verticals.manufacturing.dataset import ImageSet, label_path, read_boxes
 from verticals.manufacturing.model import BOX_TOLERANCE_PX, CONF_TOLERANCE, DefectModel, read_image
 from verticals.manufacturing.plots import detections_grid, per_class_bars, training_curve

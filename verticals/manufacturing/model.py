@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 from verticals.manufacturing.dataset import open_image
 from verticals.manufacturing.offline import ultralytics
 

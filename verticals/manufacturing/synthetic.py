@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.cache import build_once, key
+from verticals.core.cache import build_once, key
 from verticals.manufacturing.dataset import write_data_yaml
 
 CLASSES = ("scratch", "spot", "crack", "hole")

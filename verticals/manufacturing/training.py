@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from shared.contract import RunContext, Splits
-from shared.errors import UserError
+from verticals.core.contract import RunContext, Splits
+from verticals.core.errors import UserError
 from verticals.manufacturing.model import DefectModel
 from verticals.manufacturing.offline import process_state_kept, ultralytics
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.cache import build_once, key
-from shared.errors import UserError
+from verticals.core.cache import build_once, key
+from verticals.core.errors import UserError
 from verticals.manufacturing.dataset import IMAGE_SUFFIXES, link, write_data_yaml
 
 _IMAGE_DIRS = ("JPEGImages", "IMAGES", "images", "Images")

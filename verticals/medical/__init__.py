@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 from pydantic import BaseModel
 
-from shared.contract import FileOutput, FileVertical, RunContext, Splits
+from verticals.core.contract import FileOutput, FileVertical, RunContext, Splits
 
 
 class MedicalVertical(FileVertical):

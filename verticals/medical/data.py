@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from shared.contract import Splits
-from shared.errors import UserError
+from verticals.core.contract import Splits
+from verticals.core.errors import UserError
 from verticals.medical.decathlon import Task, check_cases, read_task
 from verticals.medical.synthetic import dataset_key, write_dataset
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 NIFTI = (".nii.gz", ".nii")
 

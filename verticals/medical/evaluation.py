@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shared.contract import RunContext
-from shared.runs import save_figure, write_atomic
+from verticals.core.contract import RunContext
+from verticals.core.runs import save_figure, write_atomic
 from verticals.medical.metrics import dice_per_label, hd95_per_label
 from verticals.medical.model import MedicalModel, segment
 from verticals.medical.plots import overlays, training_curve

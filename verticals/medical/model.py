@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 from verticals.medical import networks
 from verticals.medical.transforms import IMAGE, preprocessing
 
@@ -171,7 +171,7 @@ def load(directory: Path, device: str | None = None) -> MedicalModel:
     """Rebuild the network from `medical.json` and load its weights (on CUDA when present)."""
     import torch
 
-    from shared.device import resolve_device
+    from verticals.core.device import resolve_device
 
     meta = json.loads((directory / "medical.json").read_text())
     if meta.get("format") != FORMAT:

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 NETWORKS = ("unet", "segresnet", "swinunetr")
 

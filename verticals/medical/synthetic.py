@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.cache import build_once, key
+from verticals.core.cache import build_once, key
 
 LABELS = {"0": "background", "1": "organ", "2": "lesion", "3": "vessel"}
 AIR, TISSUE, ORGAN, VESSEL = -1000.0, 40.0, 110.0, 240.0

@@ -16,10 +16,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from shared.config import require_int
-from shared.contract import RunContext, Splits
-from shared.errors import UserError
-from shared.runs import resumed_config
+from verticals.core.config import require_int
+from verticals.core.contract import RunContext, Splits
+from verticals.core.errors import UserError
+from verticals.core.runs import resumed_config
 from verticals.medical import networks
 from verticals.medical.metrics import dice_per_label
 from verticals.medical.model import MedicalModel, autocast, infer

@@ -12,8 +12,8 @@ import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel
 
-from shared.contract import RunContext, Splits, Vertical
-from shared.errors import UserError
+from verticals.core.contract import RunContext, Splits, Vertical
+from verticals.core.errors import UserError
 
 
 def _given(value: Any) -> Any:

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from shared.contract import Splits
-from shared.errors import UserError
-from shared.tables import read_table
+from verticals.core.contract import Splits
+from verticals.core.errors import UserError
+from verticals.core.tables import read_table
 
 DAY = 86_400
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from shared.runs import save_figure
+from verticals.core.runs import save_figure
 from verticals.retail.data import HeldOut
 from verticals.retail.metrics import at_k
 from verticals.retail.model import RetailModel, popular_for, recommend_many

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from shared.contract import RunContext
-from shared.errors import UserError
+from verticals.core.contract import RunContext
+from verticals.core.errors import UserError
 from verticals.retail.data import Log
 
 MODELS = ("als", "bpr", "lmf")

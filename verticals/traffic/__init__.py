@@ -12,7 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel
 
-from shared.contract import RunContext, Splits, Vertical
+from verticals.core.contract import RunContext, Splits, Vertical
 
 
 class TrafficVertical(Vertical):
@@ -31,7 +31,7 @@ class TrafficVertical(Vertical):
         come from its config.yaml; this command's `training.*` (epochs, budget) apply."""
         if not cfg.training.resume:
             return cfg
-        from shared.runs import resumed_config
+        from verticals.core.runs import resumed_config
 
         return resumed_config(cfg, str(cfg.training.resume))
 

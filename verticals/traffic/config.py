@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.config import store_schema
+from verticals.core.config import store_schema
 
 
 @dataclass

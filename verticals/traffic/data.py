@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from shared.cache import build_once, key
-from shared.config import require_int
-from shared.contract import Splits
-from shared.errors import UserError
+from verticals.core.cache import build_once, key
+from verticals.core.config import require_int
+from verticals.core.contract import Splits
+from verticals.core.errors import UserError
 from verticals.traffic import graph, sensors, synthetic
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from shared.contract import RunContext
-from shared.runs import save_figure, write_atomic
+from verticals.core.contract import RunContext
+from verticals.core.runs import save_figure, write_atomic
 from verticals.traffic.data import Windows
 from verticals.traffic.metrics import by_horizon
 from verticals.traffic.model import TrafficModel

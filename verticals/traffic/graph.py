@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 
 @dataclass

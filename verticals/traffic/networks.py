@@ -133,6 +133,6 @@ def build(name: str, model: dict, weights: np.ndarray, in_dim: int, out_steps: i
         )  # fmt: skip
     if name == "gru":
         return SensorGRU(in_dim, out_steps, int(model["gru_hidden"]))
-    from shared.errors import UserError
+    from verticals.core.errors import UserError
 
     raise UserError(f"model.name={name!r} is not one of gwnet, gru")

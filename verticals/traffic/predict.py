@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 from verticals.traffic.model import TrafficModel
 
 

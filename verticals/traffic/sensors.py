@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.errors import UserError
+from verticals.core.errors import UserError
 
 
 def read_h5(path: Path) -> pd.DataFrame:

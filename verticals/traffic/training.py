@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from shared.config import require_int
-from shared.contract import RunContext, Splits
-from shared.errors import UserError
-from shared.runs import run_of
+from verticals.core.config import require_int
+from verticals.core.contract import RunContext, Splits
+from verticals.core.errors import UserError
+from verticals.core.runs import run_of
 from verticals.traffic.baselines import HistoricalAverage
 from verticals.traffic.data import Windows
 from verticals.traffic.model import TrafficModel
