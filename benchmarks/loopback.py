@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-
 from verticals.core.serving import BUNDLE_ENV
 
 

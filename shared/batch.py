@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
-
 from verticals.core.bundle import Bundle
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-
 from verticals.core.errors import UserError
 
 

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel
-
 from verticals.core.device import Device
 
 

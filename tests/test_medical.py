@@ -15,12 +15,12 @@ import pytest
 pytest.importorskip("monai")
 
 from fastapi.testclient import TestClient  # noqa: E402
-
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.batch import predict_folder  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
+
 from verticals.configs import compose  # noqa: E402
 from verticals.medical.data import load_splits  # noqa: E402
 from verticals.medical.decathlon import check_cases, read_task  # noqa: E402
@@ -294,6 +294,7 @@ def test_decathlon_bad_root_and_json(tmp_path: Path) -> None:
 def test_bad_training_numbers_fail_before_training(tmp_path: Path) -> None:
     from verticals.core.contract import RunContext
     from verticals.core.device import resolve_device
+
     from verticals.medical.training import fit
 
     cfg = medical_cfg(tmp_path, "debug=fast", "training.val_every=0")

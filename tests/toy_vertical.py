@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict
-
 from verticals.core.contract import RunContext, Splits, Vertical
 
 

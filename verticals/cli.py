@@ -176,8 +176,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(name)
         return
     if command == "demo":
-        from verticals.core.logs import ensure_console
         from verticals import demo
+        from verticals.core.logs import ensure_console
 
         ensure_console()
         run_guarded(lambda: demo.main(rest))

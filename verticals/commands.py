@@ -90,7 +90,9 @@ def serve(cfg: DictConfig) -> None:
         uvicorn.run(create_app(bundle), **options)
     else:
         os.environ[BUNDLE_ENV] = str(bundle.path)
-        uvicorn.run("verticals.core.serving:app_from_env", factory=True, workers=serve.workers, **options)
+        uvicorn.run(
+            "verticals.core.serving:app_from_env", factory=True, workers=serve.workers, **options
+        )
 
 
 def predict(cfg: DictConfig) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from verticals.configs import compose
 from verticals.core import pipeline, registry
 from verticals.core.batch import predict_file, predict_folder
 from verticals.core.bundle import load_bundle, write_bundle
 from verticals.core.contract import FileVertical
 from verticals.core.logs import get_logger
-from verticals.configs import compose
 
 log = get_logger("demo")
 
