@@ -594,7 +594,7 @@ def run_training(
     say("\n[A] training: suite fit vs raw lgb.train")
     generating, frame = timed(lambda: generate_applicants(args.rows, int(cfg.seed)))
     frame = frame.drop(columns=["application_date"])
-    loading, splits = timed(lambda: load_splits(cfg, int(cfg.seed)))
+    loading, splits = timed(lambda: load_splits(cfg))
     gen_s, split_s = generating.seconds, loading.seconds
     say(f"  generated {len(frame):,} rows in {gen_s:.1f} s; load_splits {split_s:.1f} s")
     say(f"  split {splits.info['split']}")

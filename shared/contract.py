@@ -1,22 +1,32 @@
 """The vertical contract: the one interface through which the core drives every vertical.
 
 The CLI, training pipeline, bundles, HTTP serving and batch prediction are written once
-against `Vertical`; a vertical implements it and registers itself as an entry point in the
-`verticals.verticals` group, so a new vertical can live in a separate package.
+against it. A vertical subclasses one of two kinds, which share `Vertical`:
+
+- `RecordVertical`: inputs are records (JSON objects over HTTP, rows of a CSV/Parquet file);
+- `FileVertical`: inputs are files (volumes, images): uploads, or a folder of them.
+
+The core picks how to serve and batch-score a vertical from its kind, so neither kind carries
+the other's methods. A vertical registers its class as an entry point in the
+`verticals.verticals` group, so it can live in a separate package. Nothing here imports
+pandas, pydantic or OmegaConf at run time: `verticals list` imports this module and must
+stay fast.
 """
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
-from omegaconf import DictConfig
-from pydantic import BaseModel
-from verticals.core.device import Device
+if TYPE_CHECKING:
+    import logging
+
+    import pandas as pd
+    from omegaconf import DictConfig
+    from pydantic import BaseModel
+    from verticals.core.device import Device
 
 
 @dataclass
@@ -46,15 +56,17 @@ class RunContext:
 
 
 class Vertical(ABC):
-    """One industry pipeline: data -> fit -> evaluate -> save/load -> predict."""
+    """What every vertical does, whatever its inputs: data -> fit -> evaluate -> save/load.
+
+    Subclass `RecordVertical` or `FileVertical`, not this class directly. The methods take
+    exactly what the core passes, so a vertical may bind its own module functions to them
+    (`fit = staticmethod(training.fit)`) instead of writing a forwarding method.
+    """
 
     name: str = ""
     title: str = ""
     #: The metric the demo summary and the model card lead with.
     headline_metric: str = ""
-    #: Rows sharing this column's value are one input together (a window of sensor
-    #: readings): batch files keep them in one batch, and `predict` may answer per group.
-    group_column: ClassVar[str | None] = None
 
     def register_configs(self) -> None:  # noqa: B027 - optional hook
         """Store the vertical's structured config schemas in Hydra's ConfigStore."""
@@ -67,7 +79,8 @@ class Vertical(ABC):
 
     @abstractmethod
     def load_data(self, cfg: DictConfig) -> Splits:
-        """Load and validate the configured data source; raise `UserError` on bad input."""
+        """Load and validate the configured data source (split seed: `cfg.seed`); raise
+        `UserError` on bad input."""
 
     @abstractmethod
     def fit(self, cfg: DictConfig, splits: Splits, ctx: RunContext) -> Any:
@@ -86,12 +99,32 @@ class Vertical(ABC):
         """Inverse of `save`."""
 
     @abstractmethod
-    def request_schema(self, model: Any) -> type[BaseModel]:
-        """Pydantic model of one input record; unknown fields must be rejected."""
+    def response_schema(self, model: Any) -> type[BaseModel]:
+        """Pydantic model of one output record (a file vertical's summary of one file)."""
+
+    def describe(self, model: Any, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
+        """Vertical-specific paragraphs of the model card (Markdown)."""
+        return ""
+
+    def library_versions(self) -> list[str]:
+        """Distribution names whose versions go into a bundle's manifest."""
+        return []
+
+
+class RecordVertical(Vertical):
+    """A vertical whose inputs are records: JSON objects over HTTP, rows of a table file.
+
+    Serving validates each record against `request_schema` and answers with `predict`'s
+    rows; batch prediction runs `predict_table` over a CSV/Parquet file in batches.
+    """
+
+    #: Rows sharing this column's value are one input together (a window of sensor
+    #: readings): batch files keep them in one batch, and `predict` may answer per group.
+    group_column: ClassVar[str | None] = None
 
     @abstractmethod
-    def response_schema(self, model: Any) -> type[BaseModel]:
-        """Pydantic model of one output record."""
+    def request_schema(self, model: Any) -> type[BaseModel]:
+        """Pydantic model of one input record; unknown fields must be rejected."""
 
     @abstractmethod
     def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
@@ -109,14 +142,6 @@ class Vertical(ABC):
     def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
         """`n` input records from `splits.test`, as a user would send them to `predict`."""
 
-    def describe(self, model: Any, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
-        """Vertical-specific paragraphs of the model card (Markdown)."""
-        return ""
-
-    def library_versions(self) -> list[str]:
-        """Distribution names whose versions go into a bundle's manifest."""
-        return []
-
 
 @dataclass
 class FileOutput:
@@ -133,7 +158,6 @@ class FileVertical(Vertical):
 
     Serving takes an upload and answers with the summary plus the output file; batch
     prediction runs over a folder and writes one output file per input and a summary table.
-    The record methods of `Vertical` do not apply and say so.
     """
 
     #: File name endings this vertical reads, longest first (".nii.gz" before ".nii").
@@ -169,12 +193,3 @@ class FileVertical(Vertical):
             if path.name.lower().endswith(suffix):
                 return path.name[: -len(suffix)]
         return path.stem
-
-    def request_schema(self, model: Any) -> type[BaseModel]:
-        raise NotImplementedError(f"{self.name} takes files, not records")
-
-    def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
-        raise NotImplementedError(f"{self.name} takes files, not records: use predict_path")
-
-    def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
-        raise NotImplementedError(f"{self.name} takes files, not records: use example_files")

@@ -70,7 +70,7 @@ def test_out_of_time_split_puts_latest_in_test(tmp_path: Path) -> None:
         f"data.path={tmp_path / 'loans.parquet'}",
         "data.date_column=application_date",
     )
-    splits = load_splits(cfg, 0)
+    splits = load_splits(cfg)
     dates = frame["application_date"]
     assert dates.iloc[splits.test.X.index].min() >= dates.iloc[splits.train.X.index].max()
     assert "out-of-time" in splits.info["split"]
@@ -103,22 +103,22 @@ def _table(tmp_path: Path, frame: pd.DataFrame, *overrides: str):
 )
 def test_bad_tables_name_the_column(tmp_path: Path, frame, overrides, message) -> None:
     with pytest.raises(UserError, match=message):
-        load_splits(_table(tmp_path, frame, *overrides), 0)
+        load_splits(_table(tmp_path, frame, *overrides))
 
 
 def test_empty_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "loans.csv").write_text("")
     cfg = finance_cfg(tmp_path, "data=table", f"data.path={tmp_path / 'loans.csv'}")
     with pytest.raises(UserError, match="is empty"):
-        load_splits(cfg, 0)
+        load_splits(cfg)
     cfg = finance_cfg(tmp_path, "data=table", f"data.path={tmp_path / 'none.parquet'}")
     with pytest.raises(UserError, match="none.parquet does not exist"):
-        load_splits(cfg, 0)
+        load_splits(cfg)
 
 
 def test_text_and_numeric_columns_are_detected(tmp_path: Path) -> None:
     frame = generate_applicants(500, seed=3).drop(columns=["true_pd", "application_date"])
-    splits = load_splits(_table(tmp_path, frame), 0)
+    splits = load_splits(_table(tmp_path, frame))
     schema = splits.info["schema"]
     assert set(schema.categorical) == {"home_ownership", "purpose", "region"}
     assert "income" in schema.numeric and "default" not in schema.features

@@ -53,7 +53,7 @@ def test_iso_dates_in_a_csv_are_caught(tmp_path: Path) -> None:
     frame.to_csv(tmp_path / "loans.csv", index=False)
     cfg = finance_cfg(tmp_path, "data=table", f"data.path={tmp_path / 'loans.csv'}")
     with pytest.raises(UserError, match="column 'applied' holds dates"):
-        load_splits(cfg, 0)
+        load_splits(cfg)
 
 
 def test_too_few_defaults_to_split(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_too_few_defaults_to_split(tmp_path: Path) -> None:
     frame.to_csv(tmp_path / "loans.csv", index=False)
     cfg = finance_cfg(tmp_path, "data=table", f"data.path={tmp_path / 'loans.csv'}")
     with pytest.raises(UserError, match="at least 3 of each class"):
-        load_splits(cfg, 0)
+        load_splits(cfg)
 
 
 def test_request_schema_takes_any_column_name() -> None:

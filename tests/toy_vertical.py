@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict
-from verticals.core.contract import RunContext, Splits, Vertical
+from verticals.core.contract import RecordVertical, RunContext, Splits
 
 
 class ToyRecord(BaseModel):
@@ -27,7 +27,9 @@ class ToyOutput(BaseModel):
     margin: float
 
 
-class ToyVertical(Vertical):
+class ToyVertical(RecordVertical):
+    """Plain methods in one module, as a third party may write one (conftest registers it)."""
+
     name = "toy"
     title = "Toy threshold"
     headline_metric = "accuracy"

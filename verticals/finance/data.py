@@ -232,9 +232,10 @@ def split(frame: pd.DataFrame, y: np.ndarray, cfg: DictConfig, seed: int) -> tup
     return parts, how
 
 
-def load_splits(cfg: DictConfig, seed: int) -> Splits:
-    """The configured source as typed train/val/test parts plus a description for the card."""
-    data = cfg.data
+def load_splits(cfg: DictConfig) -> Splits:
+    """The configured source as typed train/val/test parts plus a description for the card;
+    `cfg.seed` draws the synthetic data and the random split."""
+    data, seed = cfg.data, int(cfg.seed)
     frame, description = read_source(data, seed)
     where = f"data ({description})"
     y = binary_target(frame, data.target, where)
@@ -252,3 +253,9 @@ def load_splits(cfg: DictConfig, seed: int) -> Splits:
         "schema": schema,
     }
     return Splits(train, val, test, info)
+
+
+def example_inputs(splits: Splits, n: int) -> pd.DataFrame:
+    """`n` test applicants as a user sends them: missing values as None, as in JSON."""
+    head = splits.test.X.head(n)
+    return head.astype(object).where(head.notna(), None)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from verticals.core.contract import RunContext
 from verticals.finance import scorecard
 from verticals.finance.data import Part, to_matrix
 from verticals.finance.metrics import classification_metrics, psi, psi_band
@@ -13,7 +14,8 @@ from verticals.finance.model import FinanceModel
 from verticals.finance.plots import plot_all
 
 
-def evaluate(model: FinanceModel, part: Part, plots_dir: Path | None = None) -> dict[str, float]:
+def evaluate(model: FinanceModel, part: Part, ctx: RunContext | None = None) -> dict[str, float]:
+    """Metrics and PSI on `part`; the plots too when the run's `ctx` is given."""
     pd_ = model.pd(to_matrix(part.X, model.schema))  # the model's columns, by name
     points = scorecard.scores(pd_, model.card)
     metrics = classification_metrics(part.y, pd_)
@@ -22,12 +24,13 @@ def evaluate(model: FinanceModel, part: Part, plots_dir: Path | None = None) -> 
         metrics["oracle_roc_auc"] = classification_metrics(
             part.y, part.extra["true_pd"].to_numpy()
         )["roc_auc"]
-    if plots_dir is not None:
-        plot_all(part.y, pd_, points, plots_dir)
+    if ctx is not None:
+        plot_all(part.y, pd_, points, ctx.plots_dir)
     return metrics
 
 
-def describe(model: FinanceModel, metrics: dict[str, float]) -> str:
+def describe(model: FinanceModel, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
+    """The model card's model, drivers and limits (the data paragraph is the core's)."""
     gain = model.booster.feature_importance("gain", iteration=model.best_iteration)
     order = np.argsort(-gain)[:8]
     total = gain.sum() or 1.0

@@ -6,11 +6,14 @@ optional: a missing field is a missing value, which LightGBM handles natively.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from verticals.finance.data import FeatureSchema
+
+if TYPE_CHECKING:
+    from verticals.finance.model import FinanceModel
 
 MAX_ENUM_LEVELS = 200
 
@@ -41,3 +44,8 @@ def applicant_model(schema: FeatureSchema) -> type[BaseModel]:
         fields[f"f{j}"] = (kind | None, Field(default=None, alias=name, description="categorical"))
     config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=False)
     return create_model("Applicant", __config__=config, **fields)
+
+
+def request_schema(model: FinanceModel) -> type[BaseModel]:
+    """The request of a trained model: its own training columns."""
+    return applicant_model(model.schema)

@@ -1,0 +1,36 @@
+"""The finance vertical as the core drives it: applicant records in, PD, score, grade and
+reason codes out. The entry point names this module, so it is imported only when finance
+runs, and LightGBM and scikit-learn load with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from verticals.core.contract import RecordVertical
+from verticals.finance import config, data, evaluation, model, schema
+
+
+class FinanceVertical(RecordVertical):
+    name = "finance"
+    title = "Credit-default risk scoring (LightGBM)"
+    headline_metric = "roc_auc"
+
+    register_configs = staticmethod(config.register)
+    load_data = staticmethod(data.load_splits)
+    fit = staticmethod(model.fit)
+    evaluate = staticmethod(evaluation.evaluate)
+    save = staticmethod(model.save)
+    load = staticmethod(model.load)
+    request_schema = staticmethod(schema.request_schema)
+    predict = staticmethod(model.predict)
+    predict_table = staticmethod(model.predict_table)
+    example_inputs = staticmethod(data.example_inputs)
+    describe = staticmethod(evaluation.describe)
+
+    def response_schema(self, model: Any) -> type[BaseModel]:
+        return schema.Prediction
+
+    def library_versions(self) -> list[str]:
+        return ["lightgbm", "scikit-learn"]
