@@ -68,7 +68,7 @@ def bench_fit(tmp: Path, n: int, device: str) -> dict[str, Any]:
     train: Log = splits.train
     ctx = RunContext(tmp, resolve_device(device), 42, log)
     started = time.perf_counter()
-    model = fit(cfg, train, ctx)
+    model = fit(cfg, splits, ctx)
     suite = time.perf_counter() - started
     csr, _, _ = matrix(train.frame)
     p = model.params

@@ -188,9 +188,7 @@ def split(log: pd.DataFrame, data: DictConfig) -> tuple[pd.DataFrame, pd.DataFra
     size = ordered.groupby("user")["item"].transform("size")
     if how == "leave_last":
         test = rank < int(data.leave_last)
-    elif how == "user_fraction":
-        if not 0 < float(data.test_fraction) < 1:
-            raise UserError(f"data.test_fraction={data.test_fraction} must be between 0 and 1")
+    elif how == "user_fraction":  # test_fraction in (0, 1): RetailDataConfig checks
         test = rank < np.floor(size * float(data.test_fraction))
     else:
         raise UserError(f"data.split={how!r} is not one of user_fraction, leave_last, time")
@@ -222,11 +220,16 @@ def load_splits(cfg: DictConfig) -> Splits:
             "check data.split and data.min_user_interactions"
         )
     info = {
-        "source": cfg.data.source,
+        "source": str(cfg.data.source),
         "interactions": int(len(log.frame)),
         "users": int(log.frame["user"].nunique()),
         "items": int(log.frame["item"].nunique()),
-        "split": cfg.data.split,
+        "split": str(cfg.data.split),
         "test_users": len(truth.users),
     }
     return Splits(Log(train, log.catalog), None, truth, info)
+
+
+def example_inputs(splits: Splits, n: int) -> pd.DataFrame:
+    """`n` held-out customers, each asking for their recommendations."""
+    return pd.DataFrame({"user_id": splits.test.users[:n]})

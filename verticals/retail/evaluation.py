@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from matplotlib.figure import Figure
 
+from verticals.core.contract import RunContext
 from verticals.core.runs import save_figure
 from verticals.retail.data import HeldOut
 from verticals.retail.metrics import at_k
@@ -15,7 +14,8 @@ from verticals.retail.model import RetailModel, popular_for, recommend_many
 CURVE_K = 50
 
 
-def evaluate(model: RetailModel, truth: HeldOut, plots_dir: Path | None) -> dict[str, float]:
+def evaluate(model: RetailModel, truth: HeldOut, ctx: RunContext | None = None) -> dict[str, float]:
+    """Metrics@k of the model and of popularity; the curves to k=50 when `ctx` is given."""
     k = int(model.params["k"])
     users = np.array([model.user_index[u] for u in truth.users if u in model.user_index])
     sets = [
@@ -23,7 +23,7 @@ def evaluate(model: RetailModel, truth: HeldOut, plots_dir: Path | None) -> dict
         for u, items in zip(truth.users, truth.items, strict=True)
         if u in model.user_index
     ]
-    depth = max(k, CURVE_K if plots_dir else k)
+    depth = max(k, CURVE_K if ctx else k)
     recs = recommend_many(model, users, depth)
     popular = np.stack([_pad(popular_for(model, int(u), depth, set(), None), depth) for u in users])
     n_items = len(model.item_ids)
@@ -34,10 +34,10 @@ def evaluate(model: RetailModel, truth: HeldOut, plots_dir: Path | None) -> dict
     for name in (f"precision@{k}", f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"coverage@{k}"):
         metrics[f"lift_{name}"] = mine[name] / base[name] if base[name] > 0 else float("nan")
     metrics["test_users"] = float(len(users))
-    if plots_dir is not None:
+    if ctx is not None:
         save_figure(
             curve(recs, popular, sets, n_items, model.params["name"]),
-            plots_dir / "metrics_at_k.png",
+            ctx.plots_dir / "metrics_at_k.png",
         )
     return metrics
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from verticals.core.contract import RunContext
+from verticals.core.contract import RunContext, Splits
 from verticals.core.errors import UserError
 from verticals.retail.data import Log
 
@@ -92,14 +92,14 @@ def build(params: dict[str, Any], use_gpu: bool, seed: int) -> Any:
     raise UserError(f"model.name={name!r} is not one of {', '.join(MODELS)}")
 
 
-def fit(cfg: DictConfig, train: Log, ctx: RunContext) -> RetailModel:
+def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> RetailModel:
+    """Fit the configured recommender on `splits.train` (a `Log`), on the GPU when usable."""
     import implicit.gpu
 
-    params = OmegaConf.to_container(cfg.model, resolve=True)
+    train: Log = splits.train
+    # plain words, not enum members: the parameters are saved as JSON with the model
+    params = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
     assert isinstance(params, dict)
-    for key in ("factors", "iterations", "k"):
-        if int(params[key]) < 1:
-            raise UserError(f"model.{key}={params[key]} must be at least 1")
     csr, user_ids, item_ids = matrix(train.frame)
     use_gpu = ctx.device.is_cuda and params["name"] in ("als", "bpr") and implicit.gpu.HAS_CUDA
     if ctx.device.is_cuda and not use_gpu:

@@ -1,0 +1,104 @@
+"""Recommendations for records: a user_id (what to buy next) or an item_id (similar items),
+with k, exclusions and a category filter, from the API or a row of a batch file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from verticals.core.errors import UserError
+from verticals.retail.data import as_id
+from verticals.retail.model import RetailModel, recommend_one, similar_items
+
+COLUMNS = ["user_id", "item_id", "fallback", "recommendations"]
+
+
+def _given(value: Any) -> Any:
+    """None for a missing cell (None, NaN) in a batch file or a request."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value
+
+
+def _k(record: dict[str, Any], model: RetailModel) -> int:
+    value = _given(record.get("k"))
+    if value is None:
+        return int(model.params["k"])
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"k={value!r} is not a whole number") from None
+    if not 1 <= k <= 1000:
+        raise UserError(f"k={k} must be between 1 and 1000")
+    return k
+
+
+def _items(record: dict[str, Any]) -> list[str]:
+    """exclude_items: a list (API, Parquet) or text "a;b;c" (CSV)."""
+    value = _given(record.get("exclude_items"))
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(";") if v.strip()]
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return [as_id(v) for v in value]
+
+
+def _flag(record: dict[str, Any]) -> bool:
+    value = _given(record.get("exclude_bought"))
+    if value is None:
+        return True
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise UserError(f"exclude_bought={value!r}: expected true or false")
+        return text in ("true", "1", "yes")
+    return bool(value)
+
+
+def predict(model: RetailModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per record: the ids asked about, whether popularity stood in, and the
+    ranked recommendations as a list of {item_id, score, rank}."""
+    rows = []
+    for record in frame.to_dict("records"):
+        k, exclude, bought = _k(record, model), _items(record), _flag(record)
+        category = _given(record.get("category"))
+        category = None if category is None else str(category)
+        user, item = _given(record.get("user_id")), _given(record.get("item_id"))
+        user, item = (None if v is None else as_id(v) for v in (user, item))
+        if user is None and item is None:
+            raise UserError(
+                "each row needs a user_id (recommendations) or an item_id (similar items)"
+            )
+        if user is None:
+            recs, fallback = similar_items(model, str(item), k, exclude, category)
+        else:
+            recs, fallback = recommend_one(model, user, k, bought, exclude, category)
+        rows.append(
+            {
+                "user_id": user,
+                "item_id": item,
+                "fallback": fallback,
+                "recommendations": [
+                    {"item_id": i, "score": s, "rank": r + 1} for r, (i, s) in enumerate(recs)
+                ],
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def predict_table(model: RetailModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """Files get flat columns: item_1..item_k (and score_1..k) per customer."""
+    nested = predict(model, frame)
+    flat = nested[["user_id", "item_id", "fallback"]].copy()
+    k = max((len(r) for r in nested["recommendations"]), default=0)
+    for j in range(k):
+        flat[f"item_{j + 1}"] = [
+            r[j]["item_id"] if j < len(r) else None for r in nested["recommendations"]
+        ]
+        flat[f"score_{j + 1}"] = [
+            r[j]["score"] if j < len(r) else None for r in nested["recommendations"]
+        ]
+    return flat

@@ -1,0 +1,36 @@
+"""The retail vertical as the core drives it: a customer (or an item) in, ranked products
+out. The entry point names this module, so it is imported only when retail runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from verticals.core.contract import RecordVertical
+from verticals.retail import config, data, evaluation, model, recommend, schema
+
+
+class RetailVertical(RecordVertical):
+    name = "retail"
+    title = "Product recommendation (implicit)"
+    headline_metric = "ndcg@10"
+
+    register_configs = staticmethod(config.register)
+    load_data = staticmethod(data.load_splits)
+    fit = staticmethod(model.fit)
+    evaluate = staticmethod(evaluation.evaluate)
+    save = staticmethod(model.save)
+    load = staticmethod(model.load)
+    predict = staticmethod(recommend.predict)
+    predict_table = staticmethod(recommend.predict_table)
+    example_inputs = staticmethod(data.example_inputs)
+
+    def request_schema(self, model: Any) -> type[BaseModel]:
+        return schema.RecommendRequest
+
+    def response_schema(self, model: Any) -> type[BaseModel]:
+        return schema.RecommendResponse
+
+    def library_versions(self) -> list[str]:
+        return ["implicit", "scipy"]
