@@ -16,7 +16,7 @@ import platform
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, metadata, version
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 from verticals.core import registry
 from verticals.core.contract import FileVertical, Vertical
 from verticals.core.errors import UserError
+from verticals.core.examples import EXAMPLES
 from verticals.core.runs import mark_latest, write_json
+from verticals.core.wheel import build_wheel
 
 MANIFEST = "manifest.json"
+FORMAT = 2  # 2: the core is `verticals.core` and the suite's wheel is in wheels/
+WHEELS = "wheels"
+SUITE = "verticals"  # the distribution of the core
 _COPIED = ("config.yaml", "metrics.json", "run.json", "model_card.md")
 _CORE_LIBS = (
     "numpy", "pandas", "pyarrow", "pydantic", "hydra-core", "omegaconf",
@@ -68,8 +73,31 @@ def _versions(names: list[str]) -> dict[str, str]:
     return found
 
 
+def licence(name: str) -> str:
+    """A distribution's licence as its metadata states it (SPDX expression where given)."""
+    meta = metadata(name)
+    if meta.get("License-Expression"):
+        return str(meta["License-Expression"])
+    text = (meta.get("License") or "").strip()
+    if text and "\n" not in text and len(text) <= 60:
+        return text
+    classifiers = [
+        c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License ::")
+    ]
+    return "; ".join(classifiers) or "not stated in the package metadata"
+
+
+def _network_copyleft(licences: dict[str, str]) -> list[str]:
+    """Pinned libraries under a licence whose terms reach users over a network (AGPL)."""
+    return sorted(n for n, text in licences.items() if "AGPL" in text or "Affero" in text)
+
+
 def _serve_entry(vertical: str) -> str:
-    return f'''"""Serve this bundle: `uvicorn serve:app --port 8000`, run from this folder."""
+    return f'''"""Serve this bundle: `uvicorn serve:app --port 8000`, run from this folder.
+
+Install first, from this folder: `pip install -r requirements.txt` (the suite's wheel is
+in wheels/, so only the public libraries come from a package index).
+"""
 
 from pathlib import Path
 
@@ -80,23 +108,51 @@ app = create_app(Path(__file__).resolve().parent)  # {vertical} model
 
 
 def _dockerfile(vertical: str, versions: dict[str, str]) -> str:
+    # The RUN line is exactly what tests/test_bundle_install.py runs in a fresh venv.
     return f"""# Serves this bundle on port 8000. Build here: docker build -t {vertical}-model .
 FROM python:{versions["python"].rsplit(".", 1)[0]}-slim
 WORKDIR /bundle
-COPY requirements.txt .
+COPY requirements.txt ./
+COPY {WHEELS}/ {WHEELS}/
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+USER 10001
 EXPOSE 8000
-HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
+HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready')"
 CMD ["uvicorn", "serve:app", "--host", "0.0.0.0", "--port", "8000"]
 """
 
 
-def _requirements(versions: dict[str, str]) -> str:
-    """Pins for the serving image: the vertical's distribution and every library it used."""
+def _requirements(wheels: list[str], extras: list[str], versions: dict[str, str]) -> str:
+    """The suite from its own wheel in this folder, then pins of every library it used."""
+    lines = ["# pip install -r requirements.txt, run from this folder (paths are relative)"]
+    lines += [f"./{WHEELS}/{name}[{','.join(extras)}]" for name in wheels]
     # A local label (torch's `+cu130`) names a build, not an index release: pin the release.
-    pins = [f"{n}=={v.split('+')[0]}" for n, v in versions.items() if n != "python"]
-    return "\n".join(pins) + "\n"
+    lines += [f"{n}=={v.split('+')[0]}" for n, v in versions.items() if n != "python"]
+    return "\n".join(lines) + "\n"
+
+
+def _licence_notice(vertical: str, licences: dict[str, str]) -> str:
+    rows = "\n".join(f"| {name} | {text} |" for name, text in sorted(licences.items()))
+    text = f"# Licences of what this {vertical} bundle installs\n\n| library | licence |\n"
+    text += f"| --- | --- |\n{rows}\n"
+    copyleft = _network_copyleft(licences)
+    if copyleft:
+        text += (
+            f"\n**{', '.join(copyleft)}: AGPL-3.0.** Serving this bundle over a network to "
+            "people outside your organisation counts as conveying the program under the "
+            "AGPL: you must offer those users the complete corresponding source code of the "
+            "service (including your changes), under the AGPL, or hold a commercial licence "
+            "from the copyright holder. Internal use and the other verticals' bundles, which "
+            "do not install it, are not affected.\n"
+        )
+    return text
+
+
+def _extras(suite: list[str], vertical: str) -> list[str]:
+    """The extras of the suite's wheels that serving `vertical` needs (those they declare)."""
+    declared = {e for name in suite for e in metadata(name).get_all("Provides-Extra") or []}
+    return [e for e in ("serve", vertical) if e in declared]
 
 
 def io_schema(vertical: Vertical, model: Any) -> dict[str, Any]:
@@ -132,22 +188,29 @@ def write_bundle(run_dir: Path, bundles_dir: Path, vertical: Vertical | None = N
         if (run_dir / "plots").is_dir():
             shutil.copytree(run_dir / "plots", tmp / "plots")
         (tmp / "schema.json").write_text(json.dumps(io_schema(vertical, model), indent=2) + "\n")
-        versions = _versions(
-            [registry.distribution(vertical.name), *_CORE_LIBS, *vertical.library_versions()]
-        )
+        if (run_dir / EXAMPLES).is_dir():
+            shutil.copytree(run_dir / EXAMPLES, tmp / EXAMPLES)
+        suite = sorted({registry.distribution(vertical.name), SUITE})  # a plug-in needs both
+        wheels = [build_wheel(name, tmp / WHEELS).name for name in suite]
+        versions = _versions([*_CORE_LIBS, *vertical.library_versions()])
+        licences = {name: licence(name) for name in [*suite, *versions] if name != "python"}
         (tmp / "serve.py").write_text(_serve_entry(vertical.name))
         (tmp / "Dockerfile").write_text(_dockerfile(vertical.name, versions))
-        (tmp / "requirements.txt").write_text(_requirements(versions))
+        (tmp / "requirements.txt").write_text(
+            _requirements(wheels, _extras(suite, vertical.name), versions)
+        )
+        (tmp / "LICENSES.md").write_text(_licence_notice(vertical.name, licences))
         files = {
             p.relative_to(tmp).as_posix(): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
         manifest = {
-            "format": 1,
+            "format": FORMAT,
             "vertical": vertical.name,
             "model_version": final.name,
             "created": datetime.now().isoformat(timespec="seconds"),
             "source_run": str(run_dir.resolve()),
-            "versions": versions,
+            "versions": {**{name: version(name) for name in suite}, **versions},
+            "licences": licences,
             "files": files,
         }
         write_json(tmp / MANIFEST, manifest)
@@ -194,6 +257,13 @@ def verify(path: Path) -> dict[str, Any]:
         raise UserError(
             f"bundle {path}: {MANIFEST} is damaged ({exc}); package the run again"
         ) from None
+    if manifest.get("format", 1) < FORMAT:
+        source = manifest.get("source_run", "its run")
+        raise UserError(
+            f"bundle {path} was written by an older layout of the suite (its serve.py imports "
+            f"`shared`, now `verticals.core`); package it again: verticals package "
+            f"{manifest['vertical']} run={source}"
+        )
     for rel, expected in files.items():
         file = path / rel
         if not file.is_file():

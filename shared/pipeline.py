@@ -19,6 +19,7 @@ from verticals.core import registry
 from verticals.core.config import require_int
 from verticals.core.contract import RunContext, Splits, Vertical
 from verticals.core.device import resolve_device
+from verticals.core.examples import EXAMPLES, write_examples
 from verticals.core.logs import log_to_file
 from verticals.core.runs import mark_latest, new_run_dir, timestamp, write_atomic, write_json
 from verticals.core.seeding import seed_everything
@@ -60,6 +61,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> TrainResult:
         fit_seconds = time.perf_counter() - started
         metrics = vertical.evaluate(model, splits.test, ctx)
         vertical.save(model, run_dir / "model")
+        write_examples(vertical, splits, run_dir / EXAMPLES)
 
         write_json(run_dir / "metrics.json", metrics)
         run_info = {

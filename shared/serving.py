@@ -1,6 +1,7 @@
 """The FastAPI app factory: one HTTP API for every vertical, built from a bundle.
 
-Endpoints: `/health` (process alive), `/ready` (model loaded), `/metadata` (version,
+Endpoints: `/health` (process alive), `/ready` (model loaded and warmed up on the
+bundle's example inputs; 503 before), `/metadata` (version,
 metrics, schema), `POST /predict` (one record or a list), `POST /feedback` (outcomes for
 retraining, appended as JSON lines), `/metrics` (Prometheus) and the OpenAPI docs.
 Malformed input is answered 422 with a message that names the field, never 500.
@@ -11,8 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,22 +25,25 @@ from urllib.parse import quote
 import pandas as pd
 from fastapi import Body, FastAPI, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from verticals.core.bundle import Bundle, io_schema, load_bundle
 from verticals.core.contract import FileOutput, FileVertical
 from verticals.core.errors import UserError
+from verticals.core.examples import EXAMPLES, warm_up
 from verticals.core.logs import get_logger
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
 
 
 def describe_errors(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> str:
@@ -68,10 +75,12 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
     feedback_path = Path(feedback_dir or Path("feedback") / vertical.name) / "feedback.jsonl"
     schema = io_schema(vertical, model)
 
+    state = ServingState(model_version=bundle.model_version)
     registry = CollectorRegistry()
     requests = Counter("verticals_requests", "HTTP requests", ["path", "status"], registry=registry)
     latency = Histogram("verticals_request_seconds", "Request latency", ["path"], registry=registry)
     scored = Counter("verticals_predictions", "Records scored", registry=registry)
+    exposition = _exposition_registry(registry)
 
     app = FastAPI(
         title=f"Verticals: {vertical.title or vertical.name}",
@@ -79,22 +88,37 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
         description=f"Serving bundle `{bundle.path.name}` of the {vertical.name} vertical.",
     )
 
+    app.state.serving = state
+
     @app.middleware("http")
     async def _observe(request: Request, call_next: Any) -> Any:
+        """Count every request by status, a crash included, and give each an id."""
         started = time.perf_counter()
-        resp = await call_next(request)
+        request_id = request_id_of(request)
+        request.state.request_id = request_id
+        try:
+            resp = await call_next(request)
+        except Exception:  # an unhandled error: the client gets a 500 with its id, not a hang
+            log.exception("request %s %s %s failed", request_id, request.method, request.url.path)
+            resp = JSONResponse(
+                status_code=500,
+                content={"message": "internal error; the server log has the details",
+                         "request_id": request_id},
+            )  # fmt: skip
         path = request.url.path if request.url.path in _known else "other"
         latency.labels(path).observe(time.perf_counter() - started)
         requests.labels(path, str(resp.status_code)).inc()
+        resp.headers["X-Request-ID"] = request_id
         return resp
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
-    def ready() -> dict[str, Any]:
-        return {"ready": True, "model_version": bundle.model_version}
+    @app.get("/ready", responses={503: {"description": "loading, warming up or reloading"}})
+    def ready() -> Any:
+        body = {"ready": state.ready, "model_version": state.model_version, "state": state.phase}
+        return body if state.ready else JSONResponse(status_code=503, content=body)
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
@@ -128,12 +152,47 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
             fh.writelines(lines)
         return {"stored": len(items)}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(exposition), media_type=CONTENT_TYPE_LATEST)
 
     _known = {route.path for route in app.routes}  # type: ignore[attr-defined]
+    state.phase = "warming up"
+    seconds = warm_up(vertical, model, bundle.path / EXAMPLES)
+    if seconds is None:
+        log.info("%s: the bundle has no example inputs; serving without a warm-up", vertical.name)
+    else:
+        log.info("%s: warmed up on the bundle's examples in %.2f s", vertical.name, seconds)
+    state.ready, state.phase = True, "serving"
     return app
+
+
+@dataclass
+class ServingState:
+    """What `/ready` reports: false while the model loads, warms up or is being replaced."""
+
+    model_version: str
+    ready: bool = False
+    phase: str = "loading"
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def request_id_of(request: Request) -> str:
+    """The client's `X-Request-ID` when it is a sane token, else a new random id."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _exposition_registry(own: CollectorRegistry) -> CollectorRegistry:
+    """The registry `/metrics` reads: this process's, or, when several server processes
+    share `PROMETHEUS_MULTIPROC_DIR`, one that adds up every process's files."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return own
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    return combined
 
 
 def _records_predict_route(app: FastAPI, bundle: Bundle, scored: Counter) -> None:

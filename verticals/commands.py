@@ -7,6 +7,8 @@ vertical only by the name in `cfg.vertical`.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -79,7 +81,7 @@ def package(cfg: DictConfig) -> Path:
 def serve(cfg: DictConfig) -> None:
     import uvicorn
 
-    from verticals.core.serving import BUNDLE_ENV, create_app
+    from verticals.core.serving import BUNDLE_ENV, MULTIPROC_ENV, create_app
 
     bundle = load_bundle(_bundle_dir(cfg))  # verify once, before any worker starts
     serve = cfg.serve
@@ -88,11 +90,19 @@ def serve(cfg: DictConfig) -> None:
     options = {"host": serve.host, "port": serve.port, "log_level": serve.log_level}
     if serve.workers == 1:
         uvicorn.run(create_app(bundle), **options)
-    else:
-        os.environ[BUNDLE_ENV] = str(bundle.path)
+        return
+    os.environ[BUNDLE_ENV] = str(bundle.path)
+    # Each worker process counts into files in one folder, and `/metrics` adds them up.
+    own_dir = not os.environ.get(MULTIPROC_ENV)
+    metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="verticals-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
         uvicorn.run(
             "verticals.core.serving:app_from_env", factory=True, workers=serve.workers, **options
         )
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def predict(cfg: DictConfig) -> int:

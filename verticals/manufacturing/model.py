@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,11 @@ class DefectModel:
     runtime: str = "torch"  # which file predicts: torch | onnxruntime
     device: str = "cpu"
     _nets: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    # An ultralytics predictor keeps per-call state (its batch, results, the letterbox), so
+    # one instance must not run two images at once (ultralytics' thread-safety guide). The
+    # server's thread pool shares the model: a lock, measured in benchmarks/manufacturing.py
+    # against one model per thread, which is no faster on the cores the lock keeps busy.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def threshold(self, name: str) -> float:
         """The confidence at which a `name` defect fails a part."""
@@ -55,25 +61,24 @@ class DefectModel:
 
     def detect(self, image: np.ndarray, runtime: str | None = None) -> list[dict[str, Any]]:
         """Detections in `image` (H x W x 3 RGB, uint8), boxes in its pixels."""
-        net = self.network(runtime)
         device = "cpu" if (runtime or self.runtime) == "onnxruntime" else self.device
         report_from = float(self.inspection["conf"])
         lowest = min([report_from, *(self.threshold(n) for n in self.names)])
-        result = net.predict(
-            np.ascontiguousarray(image[..., ::-1]),  # ultralytics takes arrays in BGR order
-            imgsz=self.imgsz,
-            rect=False,  # pad to a square as the static ONNX model must: same input for both
-            conf=lowest,  # a class threshold under the reporting level still fails parts
-            iou=float(self.inspection["iou"]),
-            max_det=int(self.inspection.get("max_det", 100)),
-            device=device,
-            verbose=False,
-        )[0]
-        boxes = result.boxes
+        with self._lock:
+            result = self.network(runtime).predict(
+                np.ascontiguousarray(image[..., ::-1]),  # ultralytics takes arrays in BGR order
+                imgsz=self.imgsz,
+                rect=False,  # pad to a square as the static ONNX model must: same input
+                conf=lowest,  # a class threshold under the reporting level still fails parts
+                iou=float(self.inspection["iou"]),
+                max_det=int(self.inspection.get("max_det", 100)),
+                device=device,
+                verbose=False,
+            )[0]
+            boxes = result.boxes
+            columns = (boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy())
         found = []
-        for xyxy, conf, cls in zip(
-            boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), strict=True
-        ):
+        for xyxy, conf, cls in zip(*columns, strict=True):
             name = self.names[int(cls)]
             fails = bool(conf >= self.threshold(name))
             if conf < report_from and not fails:
