@@ -11,10 +11,12 @@ C. with `VERTICALS_DATA_DIR` holding `neu-det/` (NEU surface defects, Pascal VOC
    `experiment=neu_det` trained for `--neu-epochs` and scored per class on its held-out
    15%. From scratch on 2 CPU cores an epoch takes over two minutes, so the CPU figure is a
    short budget's; published YOLOv8 results (pretrained, 100+ GPU epochs) are mAP50
-   0.75-0.79.
+   0.75-0.79;
+D. thread safety under a server's thread pool: the suite's one model behind a lock vs one
+   model per thread, images/s with `--threads` concurrent callers.
 
     python benchmarks/manufacturing.py [--device auto] [--epochs 3] [--neu-epochs 3]
-                                       [--skip-neu] [--out results.json]
+                                       [--skip-neu] [--threads 4] [--out results.json]
 """
 
 from __future__ import annotations
@@ -114,12 +116,41 @@ def bench_inference(result: Any, tmp: Path, n: int) -> dict[str, Any]:
         vertical.predict_path(model, path)
     served = len(paths) / (time.perf_counter() - started)
     return {
+        "bundle": str(bundle.path),
         "images": len(images),
         "imgsz": model.imgsz,
         "torch_images_per_s": round(rates["torch"], 1),
         "onnxruntime_images_per_s": round(rates["onnxruntime"], 1),
         "onnx_speedup": round(rates["onnxruntime"] / rates["torch"], 3),
         "predict_path_images_per_s": round(served, 1),
+    }
+
+
+def bench_concurrency(bundle_dir: Path, images: list[Any], threads: int) -> dict[str, Any]:
+    """Images/s with `threads` callers at once (a server's thread pool): the suite's one
+    model behind a lock vs one model per thread (each its own predictor and session)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shared = load_bundle(bundle_dir).model
+    own = [load_bundle(bundle_dir).model for _ in range(threads)]
+    for model in [shared, *own]:
+        model.warm_up()
+    expected = [shared.detect(image) for image in images]
+
+    def run(pick: Any) -> tuple[float, bool]:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            found = list(pool.map(lambda k: pick(k).detect(images[k]), range(len(images))))
+        return len(images) / (time.perf_counter() - started), found == expected
+
+    locked, same_locked = run(lambda k: shared)
+    per_thread, same_own = run(lambda k: own[k % threads])
+    return {
+        "threads": threads,
+        "lock_images_per_s": round(locked, 1),
+        "model_per_thread_images_per_s": round(per_thread, 1),
+        "ratio": round(per_thread / locked, 3),
+        "same_detections": same_locked and same_own,
     }
 
 
@@ -148,6 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=48, help="test images timed in part A")
     parser.add_argument("--neu-epochs", type=int, default=3, help="NEU-DET epochs in part C")
     parser.add_argument("--skip-neu", action="store_true", help="skip part C")
+    parser.add_argument("--threads", type=int, default=4, help="concurrent callers in part D")
     return parser.parse_args(argv)
 
 
@@ -176,6 +208,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{b['suite_wall_s']} s)"
         )
         results["inference"], results["training"] = a, b
+        test_images = [read_image(p) for p in result.splits.test.images[: args.images]]
+        d = bench_concurrency(Path(a["bundle"]), test_images, args.threads)
+        say(
+            f"D. {d['threads']} concurrent callers: one model behind a lock "
+            f"{d['lock_images_per_s']} images/s vs one model per thread "
+            f"{d['model_per_thread_images_per_s']} -> ratio {d['ratio']} (same detections: "
+            f"{d['same_detections']})"
+        )
+        results["concurrency"] = d
         root = neu_det()
         if root and not args.skip_neu:
             c = bench_neu(Path(tmp), args.device, root, args.neu_epochs)
