@@ -55,7 +55,10 @@ def neu_det() -> Path | None:
 
 def config(tmp: Path, device: str, *extra: str) -> DictConfig:
     return compose(
-        "train", "manufacturing", [f"paths.root_dir={tmp}", f"trainer.device={device}", *extra]
+        "train",
+        "manufacturing",
+        # every configured epoch, also on a CPU: the raw run gets the same arguments
+        [f"paths.root_dir={tmp}", f"trainer.device={device}", "training.cpu_minutes=null", *extra],
     )
 
 

@@ -1,39 +1,129 @@
 """Structured configs for the parts of the Hydra tree that the core owns.
 
 Each schema is stored in Hydra's ConfigStore as `<group>/schema`; the YAML options in
-`conf/` extend it, so an override with a typo or a value of the wrong type fails at once
-with Hydra's own message. Verticals register their own data/model schemas the same way.
+`conf/` extend it and list only what differs from it, so a default lives in one place.
+An override with a typo or a value of the wrong type fails at once with Hydra's own message:
+settings that take one of a few words are `StrEnum` fields (`trainer.device=cuad` is refused
+while composing). Numeric ranges are checked by each schema's `__post_init__`, which
+`check_config` runs on the composed config before any work starts.
+
+OmegaConf hands enum fields over as enum members. They are `StrEnum`s, so they compare equal
+to their words and print as them, but code that gives a setting to a library or to YAML/JSON
+should pass `str(value)` (a run's saved config.yaml, read back, holds plain strings).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from verticals.core.errors import UserError
+
+
+class Device(StrEnum):
+    auto = "auto"  # CUDA when a GPU is visible, else CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(StrEnum):
+    auto = "auto"  # bf16 (or fp16) on CUDA, fp32 on CPU; bf16 on CPU is opt-in
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class LogLevel(StrEnum):
+    """uvicorn's log levels."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
+
+class ConfigValueError(UserError, ValueError):
+    """A setting outside its range. A `ValueError`, as `__post_init__` raises, and a
+    `UserError`, so the CLI prints it as one line and exits 2."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"{key}={value!r}; expected {expected}")
+
+    def under(self, prefix: str) -> ConfigValueError:
+        """The same error with the group's path in front of the key (`model.learning_rate`)."""
+        key = f"{prefix}.{self.key}" if prefix else self.key
+        return ConfigValueError(key, self.value, self.expected)
+
+
+def check_range(
+    obj: Any,
+    name: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> None:
+    """Raise `ConfigValueError` unless `obj.<name>` is None or a number within the bounds."""
+    value = getattr(obj, name)
+    if value is None:
+        return
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    limits = ((">=", ge), (">", gt), ("<=", le), ("<", lt))
+    bounds = " and ".join(f"{op} {bound:g}" for op, bound in limits if bound is not None)
+    expected = f"{'a whole number' if whole else 'a number'} {bounds}".strip()
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigValueError(name, value, expected)
+    if (
+        (ge is not None and not value >= ge)
+        or (gt is not None and not value > gt)
+        or (le is not None and not value <= le)
+        or (lt is not None and not value < lt)
+        or value != value  # NaN passes no bound
+    ):
+        raise ConfigValueError(name, value, expected)
+
+
+def check_ranges(obj: Any, names: str, **bounds: float) -> None:
+    """`check_range` for each space-separated name in `names`, with the same bounds."""
+    for name in names.split():
+        check_range(obj, name, **bounds)
 
 
 @dataclass
 class TrainerConfig:
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: Device = Device.auto
+    precision: Precision = Precision.auto
 
 
 @dataclass
 class PathsConfig:
+    """Relative paths resolve against the directory you run `verticals` from."""
+
     root_dir: str = "."
-    runs_dir: str = "runs"
-    bundles_dir: str = "bundles"
-    cache_dir: str = "cache"  # generated demo data and preprocessed-data caches
+    runs_dir: str = "${paths.root_dir}/runs"
+    bundles_dir: str = "${paths.root_dir}/bundles"
+    cache_dir: str = "${paths.root_dir}/cache"  # generated demo data, preprocessing caches
 
 
 @dataclass
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1  # server processes; Prometheus /metrics then counts per process
-    log_level: str = "info"
+    # server processes: more requests/s (each loads the model; /metrics counts per process)
+    workers: int = 1
+    log_level: LogLevel = LogLevel.info
+
+    def __post_init__(self) -> None:
+        check_range(self, "port", ge=0, le=65535)  # 0: any free port
+        check_range(self, "workers", ge=1)
 
 
 def store_schema(group: str, node: Any, name: str = "schema") -> None:
@@ -45,6 +135,42 @@ def register_core_configs() -> None:
     store_schema("trainer", TrainerConfig)
     store_schema("paths", PathsConfig)
     store_schema("serve", ServeConfig)
+
+
+def check_config(cfg: DictConfig, prefix: str = "") -> None:
+    """Run the range checks (`__post_init__`) of every structured node in `cfg`.
+
+    OmegaConf checks types and enum words on every merge, but never builds the dataclass,
+    so its `__post_init__` would not run: this builds each one from the composed values.
+    A `ConfigValueError` comes out naming the full key (`model.learning_rate`). Values still
+    missing (`???`) are left to the code that needs them, which says what to set.
+    """
+    for key in cfg:
+        node = cfg._get_node(key)
+        if not isinstance(node, DictConfig) or node._is_missing() or node._is_none():
+            continue
+        path = f"{prefix}.{key}" if prefix else str(key)
+        cls = OmegaConf.get_type(node)
+        if cls is not None and is_dataclass(cls) and hasattr(cls, "__post_init__"):
+            values = {}
+            for f in fields(cls):
+                if f.init and f.name in node and not OmegaConf.is_missing(node, f.name):
+                    try:
+                        values[f.name] = _plain(node[f.name])
+                    except OmegaConfBaseException:  # an interpolation to a value still missing
+                        continue
+            try:
+                cls(**values)
+            except ConfigValueError as exc:
+                raise exc.under(path) from None
+        check_config(node, path)
+
+
+def _plain(value: Any) -> Any:
+    """Lists and dicts as Python's own, so `__post_init__` sees what a dataclass user would."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def require_int(value: Any, key: str, minimum: int | None = None) -> int:

@@ -126,7 +126,7 @@ def test_cfg_job_prints_config_without_training(tmp_path: Path) -> None:
         (["fly", "finance"], "unknown command 'fly'"),
         (["train", "finance", "seed=abc"], "seed='abc'; expected a whole number"),
         (["predict", "finance", "input=a.csv"], "Missing mandatory value: output"),
-        (["train", "finance", "scorecard.pdo=0"], "scorecard.base_odds and scorecard.pdo"),
+        (["train", "finance", "scorecard.pdo=0"], "scorecard.pdo=0.0; expected a number > 0"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str):

@@ -49,6 +49,7 @@ TINY = [
     "training.mosaic=0",
     "training.close_mosaic=0",
     "training.workers=0",
+    "training.cpu_minutes=null",  # the quality asserted needs all 20 epochs, however busy
 ]
 
 
@@ -378,8 +379,6 @@ def test_settings_errors_are_one_line(tmp_path: Path) -> None:
         pipeline.train(cfg(tmp_path, "debug=fast", "data.image_size=100"))
     with pytest.raises(UserError, match="not a class of the data"):
         pipeline.train(cfg(tmp_path, "debug=fast", "+inspection.thresholds.dent=0.3"))
-    with pytest.raises(UserError, match="inspection.runtime='tensorrt' is not one of"):
-        pipeline.train(cfg(tmp_path, "debug=fast", "inspection.runtime=tensorrt"))
     with pytest.raises(UserError, match="training: .*bogus"):
         pipeline.train(cfg(tmp_path, "debug=fast", "+training.extra.bogus=1"))
 

@@ -136,12 +136,14 @@ def _run_hydra(command: str, vertical: str, args: Sequence[str]) -> Any:
 
     from verticals import commands
     from verticals.configs import conf_dir, register_configs, vertical_overrides
+    from verticals.core.config import check_config
 
     register_configs(vertical)
     command_func = commands.COMMANDS[command]
 
     def task(cfg: Any) -> Any:
         try:  # handled here so Hydra does not add its own "Error executing job" line
+            check_config(cfg)  # the schemas' range checks, before any work
             return command_func(cfg)
         except _user_error_types() as exc:
             if os.environ.get("VERTICALS_FULL_ERROR") == "1":

@@ -16,7 +16,7 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 from verticals.core import registry
-from verticals.core.config import register_core_configs
+from verticals.core.config import check_config, register_core_configs
 
 
 @cache
@@ -42,7 +42,10 @@ def register_configs(vertical: str) -> None:
 
 
 def compose(command: str, vertical: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """The config `verticals <command> <vertical> <overrides>` would run with."""
+    """The config `verticals <command> <vertical> <overrides>` would run with, its ranges
+    checked as the CLI checks them."""
     register_configs(vertical)
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(command, overrides=[*vertical_overrides(vertical), *overrides])
+        cfg = hydra_compose(command, overrides=[*vertical_overrides(vertical), *overrides])
+    check_config(cfg)
+    return cfg

@@ -17,9 +17,9 @@ from verticals.core.contract import Splits
 from verticals.core.errors import UserError
 from verticals.core.tables import read_table
 from verticals.finance import german
+from verticals.finance.config import FinanceSource
 from verticals.finance.synthetic import generate_applicants
 
-SOURCES = ("german", "synthetic", "table")
 ORACLE_COLUMNS = ("true_pd",)  # planted truth: never a feature
 
 
@@ -53,20 +53,16 @@ class Part:
 
 def read_source(cfg: DictConfig, seed: int) -> tuple[pd.DataFrame, str]:
     """The raw table and a short description of where it came from."""
-    source, target = cfg.source, cfg.target
-    if source == "german":
+    source, target = FinanceSource(cfg.source), cfg.target  # member or saved config's word
+    if source is FinanceSource.german:
         if cfg.path:
             return german.load_uci(cfg.path, target), f"UCI german.data at {cfg.path}"
         return german.load_shipped(target), "German Credit (UCI Statlog, shipped)"
-    if source == "synthetic":
-        if cfg.n_rows < 100:
-            raise UserError(f"data.n_rows={cfg.n_rows}; expected at least 100 applicants")
+    if source is FinanceSource.synthetic:
         return generate_applicants(int(cfg.n_rows), seed), f"synthetic applicants (seed {seed})"
-    if source == "table":
-        if not cfg.path:
-            raise UserError("data=table needs data.path=<your .csv or .parquet file>")
-        return read_table(cfg.path, "data.path"), f"table {cfg.path}"
-    raise UserError(f"data.source={source!r}; expected one of {', '.join(SOURCES)}")
+    if not cfg.path:
+        raise UserError("data=table needs data.path=<your .csv or .parquet file>")
+    return read_table(cfg.path, "data.path"), f"table {cfg.path}"
 
 
 def binary_target(frame: pd.DataFrame, target: str, where: str) -> np.ndarray:
@@ -195,9 +191,7 @@ def to_features(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input"
 
 def split(frame: pd.DataFrame, y: np.ndarray, cfg: DictConfig, seed: int) -> tuple[list, str]:
     """Row positions of train/val/test: out-of-time when a date column is set, else stratified."""
-    idx = np.arange(len(frame))
-    if not 0 < cfg.test_size < 1 or not 0 < cfg.val_size < 1:
-        raise UserError("data.test_size and data.val_size must be between 0 and 1")
+    idx = np.arange(len(frame))  # test_size and val_size in (0, 1): FinanceDataConfig checks
     if cfg.date_column:
         if cfg.date_column not in frame.columns:
             raise UserError(f"data.date_column={cfg.date_column!r} is not a column of the data")

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from verticals.core.contract import RunContext, Splits
 from verticals.core.errors import UserError
 from verticals.finance import scorecard
-from verticals.finance.config import ScorecardConfig
+from verticals.finance.config import ClassWeight, ScorecardConfig, StoppingMetric
 from verticals.finance.data import FeatureSchema, to_matrix
 from verticals.finance.metrics import score_bins
 
@@ -52,11 +52,9 @@ def _threads(rows: int) -> dict[str, int]:
 
 
 def _metrics(first: str) -> list[str]:
-    """Validation metrics, the one early stopping watches first."""
-    known = ["auc", "binary_logloss"]
-    if first not in known:
-        raise UserError(f"model.early_stopping_metric={first!r}; expected one of {known}")
-    return [first, *(m for m in known if m != first)]
+    """Validation metrics as LightGBM names them, the one early stopping watches first."""
+    watched = StoppingMetric(first)
+    return [str(watched), *(str(m) for m in StoppingMetric if m is not watched)]
 
 
 def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray, seed: int) -> dict:
@@ -77,11 +75,14 @@ def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray,
         "cat_smooth": model_cfg.cat_smooth,
         "num_threads": model_cfg.num_threads,
     }
-    if model_cfg.class_weight == "balanced":
+    extra = OmegaConf.to_container(model_cfg.extra, resolve=True) or {}
+    if model_cfg.deterministic:
+        params["deterministic"] = True
+        if not {"force_row_wise", "force_col_wise"} & set(extra):
+            params["force_col_wise"] = True
+    if ClassWeight(model_cfg.class_weight) is ClassWeight.balanced:
         params["scale_pos_weight"] = float((y == 0).sum() / max((y == 1).sum(), 1))
-    elif model_cfg.class_weight != "none":
-        raise UserError(f"model.class_weight={model_cfg.class_weight!r}; expected none or balanced")
-    monotone = dict(model_cfg.monotone or {})
+    monotone = dict(model_cfg.monotone or {})  # values -1, 0 or 1: LightGBMConfig checks
     if monotone:
         unknown = [k for k in monotone if k not in schema.numeric]
         if unknown:
@@ -89,19 +90,15 @@ def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray,
                 f"model.monotone names {unknown}, which are not numeric features; "
                 f"numeric features are {schema.numeric}"
             )
-        if any(v not in (-1, 0, 1) for v in monotone.values()):
-            raise UserError("model.monotone values must be -1, 0 or 1")
         params["monotone_constraints"] = [int(monotone.get(f, 0)) for f in schema.features]
         params["monotone_constraints_method"] = "advanced"
-    params.update(OmegaConf.to_container(model_cfg.extra, resolve=True) or {})
+    params.update(extra)
     return params
 
 
 def _train(
     params: dict, train: lgb.Dataset, val: lgb.Dataset, cfg: DictConfig, log: logging.Logger
 ) -> lgb.Booster:
-    if cfg.num_boost_round < 1 or cfg.early_stopping_rounds < 1:
-        raise UserError("model.num_boost_round and model.early_stopping_rounds must be >= 1")
     return lgb.train(
         params,
         train,
@@ -119,8 +116,7 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     """Train with early stopping on the validation split, on the GPU when one is usable."""
     schema: FeatureSchema = splits.info["schema"]
     train, val = splits.train, splits.val
-    card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))
-    scorecard.check(card)  # before training, not after
+    card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))  # checked
     params = lightgbm_params(cfg.model, schema, train.y, ctx.seed)
     lgb.register_logger(ctx.log)
     categorical = list(schema.categorical)

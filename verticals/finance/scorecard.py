@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from verticals.core.errors import UserError
 from verticals.finance.config import ScorecardConfig
 
 
@@ -16,23 +15,6 @@ def scores(pd_: np.ndarray, cfg: ScorecardConfig) -> np.ndarray:
     factor = cfg.pdo / math.log(2)
     offset = cfg.base_score - factor * math.log(cfg.base_odds)
     return np.rint(offset + factor * np.log((1 - p) / p)).astype(int)
-
-
-def check(cfg: ScorecardConfig) -> None:
-    """Refuse a scale that cannot be computed, naming the setting."""
-    if cfg.base_odds <= 0 or cfg.pdo <= 0:
-        raise UserError("scorecard.base_odds and scorecard.pdo must be positive")
-    if cfg.n_reasons < 0:
-        raise UserError(f"scorecard.n_reasons={cfg.n_reasons}; expected 0 or more")
-    ok = bool(cfg.grades) and all(
-        isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[1], int | float)
-        for pair in cfg.grades
-    )
-    if not ok:
-        raise UserError(
-            f"scorecard.grades={cfg.grades!r}; expected [grade, lowest score] pairs, "
-            "e.g. [[A,640],[B,600],[C,0]]"
-        )
 
 
 def grades(points: np.ndarray, cfg: ScorecardConfig) -> np.ndarray:

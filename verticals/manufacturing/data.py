@@ -75,7 +75,7 @@ def load_splits(cfg: DictConfig) -> Splits:
         parts = dataset.load(dataset.mirror(parts, folder))
     test = parts.get("test", parts["val"])
     info = {
-        "source": cfg.data.source,
+        "source": str(cfg.data.source),
         "data_yaml": str(path),  # the user's (a yolo data set trains from its cached copy)
         "classes": ", ".join(parts["train"].names),
         **{f"n_{k}": len(v) for k, v in parts.items()},
