@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,10 @@ def evaluate(model: DefectModel, data: ImageSet, ctx: RunContext | None = None) 
     return metrics
 
 
-def describe(model: DefectModel, metrics: dict[str, float], test_split: str = "test") -> str:
+def describe(model: DefectModel, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
+    """Per-class figures, the pass/fail rule and how the bundle serves, for the model card;
+    `splits_info["test_split"]` says whether the figures come from a real test split."""
+    test_split = str(splits_info.get("test_split", "test"))
     rows = []
     for name in model.names:
         if f"ap50/{name}" in metrics:
@@ -148,4 +152,12 @@ The bundle holds `model.pt` (PyTorch) and `model.onnx` (static 1x3x{model.imgsz}
 {served} serves it (`inspection.runtime`). Both give the same detections within
 {BOX_TOLERANCE_PX:g} px and {CONF_TOLERANCE:g} confidence. Metrics above come from the PyTorch
 weights (ultralytics' val, image size {model.imgsz}).
+
+## Licence
+
+This model is trained and served with ultralytics, which is AGPL-3.0 (the suite itself is
+Apache-2.0). Serving it over a network to people outside your organisation conveys the
+program under the AGPL: offer those users the complete source of the service, your changes
+included, under the AGPL, or hold a commercial licence from Ultralytics. The bundle's
+`LICENSES.md` lists the licence of every library it installs.
 """

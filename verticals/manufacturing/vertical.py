@@ -1,0 +1,45 @@
+"""The manufacturing vertical as the core drives it: a part's image in, pass/fail, the
+detections and an annotated image out. The entry point names this module, so it is
+imported only when manufacturing runs; torch and ultralytics still load on first use, with
+the offline settings of `verticals.manufacturing.offline`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from verticals.core.contract import FileVertical
+from verticals.manufacturing import config, data, evaluation, files, model, schema, training
+from verticals.manufacturing.dataset import IMAGE_SUFFIXES
+
+
+class ManufacturingVertical(FileVertical):
+    name = "manufacturing"
+    title = "Visual defect detection (ultralytics YOLO)"
+    headline_metric = "map50"
+    input_suffixes = IMAGE_SUFFIXES
+
+    register_configs = staticmethod(config.register)
+    load_data = staticmethod(data.load_splits)
+    fit = staticmethod(training.fit)
+    evaluate = staticmethod(evaluation.evaluate)
+    save = staticmethod(model.save)
+    load = staticmethod(model.load)
+    predict_path = staticmethod(files.predict_path)
+    example_files = staticmethod(files.example_files)
+    describe = staticmethod(evaluation.describe)
+
+    def response_schema(self, model: Any) -> type[BaseModel]:
+        return schema.Inspection
+
+    def library_versions(self) -> list[str]:
+        return [
+            "torch",
+            "torchvision",
+            "ultralytics",
+            "onnx",
+            "onnxruntime",
+            "pillow",
+            "opencv-python",
+        ]
