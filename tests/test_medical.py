@@ -283,7 +283,7 @@ def test_decathlon_label_in_another_grid_names_the_case(tmp_path: Path) -> None:
 
 def test_decathlon_bad_root_and_json(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="data.root is not set"):
-        load_splits(medical_cfg(tmp_path, "data=decathlon", "data.root=null"), 0)
+        load_splits(medical_cfg(tmp_path, "data=decathlon", "data.root=null"))
     with pytest.raises(UserError, match="dataset.json is missing"):
         read_task(tmp_path)
     (tmp_path / "dataset.json").write_text("{not json")

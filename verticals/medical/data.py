@@ -36,8 +36,9 @@ def items(cases: list[Any]) -> list[dict[str, str]]:
     return [{"image": str(c.image), "label": str(c.label), "name": c.name} for c in cases]
 
 
-def load_splits(cfg: DictConfig, seed: int) -> Splits:
-    data = cfg.data
+def load_splits(cfg: DictConfig) -> Splits:
+    """The configured task, checked case by case, split into train/val/test by `cfg.seed`."""
+    data, seed = cfg.data, int(cfg.seed)
     for key in ("val_fraction", "test_fraction"):
         if not 0 < float(data[key]) < 0.5:
             raise UserError(f"data.{key}={data[key]} must be between 0 and 0.5")

@@ -60,8 +60,9 @@ def summarise(table: pd.DataFrame, labels: dict[int, str]) -> dict[str, float]:
 
 
 def evaluate(
-    model: MedicalModel, items: list[dict[str, str]], ctx: RunContext | None
+    model: MedicalModel, items: list[dict[str, str]], ctx: RunContext | None = None
 ) -> dict[str, float]:
+    """Dice and HD95 per label on `items`; with the run's `ctx`, per-case table and plots."""
     table, kept = per_case(model, items, keep=N_OVERLAYS if ctx else 0)
     metrics = summarise(table, model.foreground)
     if ctx is not None:
@@ -75,7 +76,8 @@ def evaluate(
     return metrics
 
 
-def describe(model: MedicalModel, metrics: dict[str, float]) -> str:
+def describe(model: MedicalModel, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
+    """The model card's network, preprocessing and per-label figures."""
     fg = model.foreground
     rows = "\n".join(
         f"| {n} | {metrics.get(f'dice_{n}', float('nan')):.3f} | "
