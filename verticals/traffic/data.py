@@ -157,3 +157,18 @@ def load_splits(cfg: DictConfig) -> Splits:
         "windows": f"train {len(train)}, val {len(val)}, test {len(test)}",
     }
     return Splits(train, val, test, info)
+
+
+def example_inputs(splits: Splits, n: int) -> pd.DataFrame:
+    """Readings of test windows an hour apart, long format as `/predict` takes them:
+    `n // sensors` windows, at least one; a missing reading (0) is None."""
+    test = splits.test
+    net = test.net
+    picks = test.starts[:: max(1, 60 // net.step_min)][: max(1, n // max(len(net.sensors), 1) or 1)]
+    rows = []
+    for k, start in enumerate(picks):
+        for t in range(start, start + test.input_steps):
+            for s, sensor in enumerate(net.sensors):
+                value = float(net.speeds[t, s])
+                rows.append((f"w{k:04d}", sensor, net.times[t], value if value > 0 else None))
+    return pd.DataFrame(rows, columns=["window", "sensor", "timestamp", "value"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -95,7 +97,8 @@ def evaluate(
     return metrics
 
 
-def describe(model: TrafficModel, metrics: dict[str, float]) -> str:
+def describe(model: TrafficModel, metrics: dict[str, float], splits_info: dict[str, Any]) -> str:
+    """The model card's comparison of the network with the baselines, by horizon."""
     names = [model.name, *[n for n in model.states if n != model.name], "historical", "last"]
     minutes = [int(h) * model.step_min for h in model.alerts["horizons"]]
     head = "| model | " + " | ".join(f"MAE {m} min" for m in minutes) + " |"
