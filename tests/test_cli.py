@@ -43,6 +43,23 @@ def test_help_and_list() -> None:
     assert "finance" in cli(Path.cwd(), "list").stdout.split()
 
 
+def test_help_and_list_import_no_vertical_library() -> None:
+    """`--help` and `list` answer at once: a vertical's libraries load only when it runs."""
+    heavy = ("pandas", "numpy", "torch", "lightgbm", "sklearn", "implicit", "monai", "ultralytics")
+    code = (
+        "import sys\n"
+        "from verticals.cli import main\n"
+        "main(['--help'])\n"
+        "main(['list'])\n"
+        f"print('loaded:', *[m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.splitlines()[-1] == "loaded:", proc.stdout
+    assert {"finance", "medical", "retail", "manufacturing", "traffic"} <= set(proc.stdout.split())
+
+
 def test_train_writes_a_run_with_the_override(workdir: Path) -> None:
     latest = (workdir / "runs" / "finance" / "LATEST").read_text().strip()
     run = workdir / "runs" / "finance" / latest
