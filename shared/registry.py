@@ -61,11 +61,11 @@ def _import(ep: EntryPoint) -> type[Vertical]:
         missing = (exc.name or "").split(".")[0]
         if not missing or missing == ep.module.split(".")[0]:
             raise  # the vertical's own module is missing: a broken install, keep the trace
-        dist = ep.dist.name if ep.dist is not None else "verticals"
+        dist = ep.dist.name if ep.dist is not None else None
         hint = f"verticals[{ep.name}]" if dist == "verticals" else dist
+        how = f" (pip install '{hint}')" if hint else ""
         raise UserError(
-            f"the {ep.name} vertical needs {missing!r}, which is not installed "
-            f"(pip install '{hint}')"
+            f"the {ep.name} vertical needs {missing!r}, which is not installed{how}"
         ) from exc
 
 
