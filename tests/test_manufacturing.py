@@ -181,6 +181,21 @@ def test_onnx_and_pytorch_agree(manufacturing_bundle, manufacturing_run) -> None
     assert compared >= 5  # the comparison saw real detections
 
 
+def test_concurrent_calls_give_the_sequential_answers(
+    manufacturing_bundle, manufacturing_run
+) -> None:
+    """The server's thread pool shares one model: concurrent parts get their own answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = manufacturing_bundle.model
+    images = [read_image(p) for p in manufacturing_run.splits.test.images[:24]]
+    sequential = [model.inspect(image) for image in images]
+    with ThreadPoolExecutor(6) as pool:
+        concurrent = list(pool.map(model.inspect, images))
+    assert concurrent == sequential
+    assert len({json.dumps(a["detections"]) for a in sequential}) > 1  # the parts differ
+
+
 def test_api_inspects_an_upload(manufacturing_bundle, manufacturing_run) -> None:
     client = TestClient(create_app(manufacturing_bundle))
     path = manufacturing_run.splits.test.images[0]
