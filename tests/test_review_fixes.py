@@ -131,8 +131,10 @@ def test_scorecard_scale_is_replaceable_and_checked(tmp_path: Path) -> None:
     assert set(out["grade"]) <= {"X", "Y"}
     with pytest.raises(UserError, match="scorecard.base_odds"):
         pipeline.train(finance_cfg(tmp_path, "scorecard.base_odds=0", "debug=fast"))
-    with pytest.raises(UserError, match="LightGBM refused"):
+    with pytest.raises(UserError, match="model.num_leaves=1; expected a whole number >= 2"):
         pipeline.train(finance_cfg(tmp_path, "model.num_leaves=1", "debug=fast"))
+    with pytest.raises(UserError, match="LightGBM refused"):  # what no schema checks
+        pipeline.train(finance_cfg(tmp_path, "+model.extra.min_data_in_bin=0", "debug=fast"))
 
 
 def test_cli_keeps_overrides_together() -> None:
