@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 from verticals.core.bundle import Bundle
-from verticals.core.contract import FileVertical
+from verticals.core.contract import FileVertical, RecordVertical
 from verticals.core.errors import UserError
 from verticals.core.logs import get_logger
 from verticals.core.runs import write_atomic
@@ -38,6 +38,8 @@ def predict_file(
     Columns named in `keep_columns` (an id, say) are copied in front of the predictions.
     Returns the number of rows scored; the output appears only once every row is written.
     """
+    if not isinstance(bundle.vertical, RecordVertical):
+        raise UserError(f"{bundle.vertical.name} takes files: give input=<folder of files>")
     input_path, output_path = Path(input_path), Path(output_path)
     check_readable(input_path, "input")
     if input_path.resolve() == output_path.resolve():
