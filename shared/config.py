@@ -163,6 +163,8 @@ def check_config(cfg: DictConfig, prefix: str = "") -> None:
                 cls(**values)
             except ConfigValueError as exc:
                 raise exc.under(path) from None
+            except ValueError as exc:  # a schema's own check, without `check_range`
+                raise UserError(f"{path}: {exc}") from None
         check_config(node, path)
 
 

@@ -8,7 +8,7 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +17,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from verticals.core.config import ConfigValueError
+from verticals.core.config import ConfigValueError, check_config
 from verticals.core.errors import UserError
 
 from verticals.configs import compose, conf_dir
@@ -115,6 +115,28 @@ def test_out_of_range_number_fails_naming_the_key(vertical: str, override: str, 
 def test_out_of_range_serve_setting_fails_naming_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigValueError, match=f"^{re.escape(message)}$"):
         compose("serve", "finance", [override])
+
+
+@dataclass
+class _Counted:
+    """A schema whose own check raises a plain ValueError (no `check_range`)."""
+
+    n: int = 1
+    parts: list[int] = field(default_factory=lambda: [1])
+
+    def __post_init__(self) -> None:
+        if self.n < 0 or not isinstance(self.parts, list):
+            raise ValueError(f"n={self.n} must not be negative")
+
+
+def test_check_config_runs_nested_schemas_and_names_their_group() -> None:
+    cfg = OmegaConf.create({"outer": {"group": OmegaConf.structured(_Counted)}, "seed": 1})
+    check_config(cfg)  # valid: nothing raised, lists reach __post_init__ as lists
+    cfg.outer.group.n = -1
+    with pytest.raises(UserError, match="^outer.group: n=-1 must not be negative$"):
+        check_config(cfg)
+    cfg.outer.group.n = "???"  # still missing: left to the code that needs it
+    check_config(cfg)
 
 
 def test_edges_of_a_range_are_allowed() -> None:
