@@ -136,6 +136,7 @@ def save_atomic(obj: Any, path: Path, keep_previous: str | None = None) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; runs are shared artefacts
         if keep_previous and path.is_file():
             os.replace(path, path.with_name(keep_previous))
         os.replace(tmp, path)
