@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from verticals.core import torch_training as tt
 from verticals.core.contract import RunContext, Splits
 from verticals.core.errors import UserError
-from verticals.core.runs import resumed_config
 from verticals.medical import networks
 from verticals.medical.metrics import dice_per_label
 from verticals.medical.model import MedicalModel, infer
@@ -158,11 +157,6 @@ def validate(model: MedicalModel, val: Any) -> float:
         truth = np.asarray(item[LABEL][0]).astype(np.int64)
         scores.append(list(dice_per_label(pred, truth, model.foreground).values()))
     return float(np.nanmean(scores)) if scores else float("nan")
-
-
-def resolved_resume(cfg: DictConfig) -> DictConfig:
-    """`cfg` with the resumed run's data, model and seed (see `MedicalVertical`)."""
-    return resumed_config(cfg, str(cfg.training.resume))
 
 
 def find_resume(spec: str, log: Any) -> tt.Resume:
