@@ -131,3 +131,11 @@ def resumed_config(cfg: Any, spec: str, keys: tuple[str, ...] = ("data", "model"
     for key in keys:
         merged[key] = saved[key]
     return merged
+
+
+def resume_training(cfg: Any) -> Any:
+    """`cfg` as a training run with `training.resume=<run>` really uses it: that run's data,
+    split seed and network, and this command's `training.*` (more epochs, a budget). The
+    `Vertical.resolve_config` of every vertical that resumes (medical, traffic)."""
+    spec = cfg.get("training", {}).get("resume")
+    return resumed_config(cfg, str(spec)) if spec else cfg

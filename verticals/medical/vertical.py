@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
 from pydantic import BaseModel
 
 from verticals.core.contract import FileVertical
-from verticals.core.runs import resumed_config
+from verticals.core.runs import resume_training
 from verticals.medical import config, data, evaluation, files, model, schema, training
 
 
@@ -22,6 +21,7 @@ class MedicalVertical(FileVertical):
     input_suffixes = (".nii.gz", ".nii")
 
     register_configs = staticmethod(config.register)
+    resolve_config = staticmethod(resume_training)
     load_data = staticmethod(data.load_splits)
     fit = staticmethod(training.fit)
     evaluate = staticmethod(evaluation.evaluate)
@@ -30,13 +30,6 @@ class MedicalVertical(FileVertical):
     predict_path = staticmethod(files.predict_path)
     example_files = staticmethod(files.example_files)
     describe = staticmethod(evaluation.describe)
-
-    def resolve_config(self, cfg: DictConfig) -> DictConfig:
-        """`training.resume=<run>` continues that run: its data, split seed and network
-        come from its config.yaml; this command's `training.*` (epochs, budget) apply."""
-        if not cfg.training.resume:
-            return cfg
-        return resumed_config(cfg, str(cfg.training.resume))
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.SegmentationSummary

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from omegaconf import DictConfig
 from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
-from verticals.core.runs import resumed_config
+from verticals.core.runs import resume_training
 from verticals.traffic import config, data, evaluation, model, schema, training
 from verticals.traffic.predict import forecast_rows
 
@@ -22,6 +21,7 @@ class TrafficVertical(RecordVertical):
     group_column: ClassVar[str | None] = "window"
 
     register_configs = staticmethod(config.register)
+    resolve_config = staticmethod(resume_training)
     load_data = staticmethod(data.load_splits)
     fit = staticmethod(training.fit)
     evaluate = staticmethod(evaluation.evaluate)
@@ -30,13 +30,6 @@ class TrafficVertical(RecordVertical):
     predict = staticmethod(forecast_rows)
     example_inputs = staticmethod(data.example_inputs)
     describe = staticmethod(evaluation.describe)
-
-    def resolve_config(self, cfg: DictConfig) -> DictConfig:
-        """`training.resume=<run>` continues that run: its data, split seed and network
-        come from its config.yaml; this command's `training.*` (epochs, budget) apply."""
-        if not cfg.training.resume:
-            return cfg
-        return resumed_config(cfg, str(cfg.training.resume))
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.Reading
