@@ -45,13 +45,13 @@ from loopback import serving  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold, train_test_split  # noqa: E402
+
+from verticals.configs import compose  # noqa: E402
 from verticals.core.batch import predict_file  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
 from verticals.core.contract import RunContext, Splits  # noqa: E402
 from verticals.core.device import Device, resolve_device  # noqa: E402
 from verticals.core.pipeline import train  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 from verticals.finance import german  # noqa: E402
 from verticals.finance.data import (  # noqa: E402
     FeatureSchema,

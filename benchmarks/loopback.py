@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
 from verticals.core.serving import BUNDLE_ENV
 
 

@@ -38,11 +38,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from common import say  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+
+from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
 from verticals.core.device import resolve_device  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 from verticals.manufacturing.model import read_image  # noqa: E402
 from verticals.manufacturing.offline import ultralytics  # noqa: E402
 

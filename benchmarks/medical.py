@@ -40,10 +40,10 @@ from monai.inferers import sliding_window_inference  # noqa: E402
 from monai.losses import DiceCELoss  # noqa: E402
 from monai.transforms import Compose, RandCropByPosNegLabeld, SpatialPadd  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from verticals.core import pipeline, registry  # noqa: E402
-from verticals.core.device import resolve_device  # noqa: E402
 
 from verticals.configs import compose  # noqa: E402
+from verticals.core import pipeline, registry  # noqa: E402
+from verticals.core.device import resolve_device  # noqa: E402
 from verticals.medical import networks  # noqa: E402
 from verticals.medical.model import MedicalModel, segment  # noqa: E402
 from verticals.medical.training import datasets, recipe, train_loader  # noqa: E402

@@ -37,12 +37,12 @@ from implicit.evaluation import ranking_metrics_at_k  # noqa: E402
 from loopback import serving  # noqa: E402
 from scipy.sparse import csr_matrix  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
+
+from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.bundle import write_bundle  # noqa: E402
 from verticals.core.contract import RunContext  # noqa: E402
 from verticals.core.device import resolve_device  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 from verticals.retail.data import Log, load_splits  # noqa: E402
 from verticals.retail.evaluation import evaluate  # noqa: E402
 from verticals.retail.model import fit, matrix  # noqa: E402

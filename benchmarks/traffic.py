@@ -28,10 +28,10 @@ import common  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from common import say  # noqa: E402
-from verticals.core import pipeline  # noqa: E402
-from verticals.core.device import resolve_device  # noqa: E402
 
 from verticals.configs import compose  # noqa: E402
+from verticals.core import pipeline  # noqa: E402
+from verticals.core.device import resolve_device  # noqa: E402
 from verticals.traffic.networks import build  # noqa: E402
 from verticals.traffic.training import masked_mae  # noqa: E402
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
+
 from verticals.core.bundle import Bundle
 from verticals.core.contract import FileVertical, RecordVertical
 from verticals.core.errors import UserError

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
 from verticals.core import registry
 from verticals.core.contract import FileVertical, Vertical
 from verticals.core.errors import UserError

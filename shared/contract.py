@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from omegaconf import DictConfig
     from pydantic import BaseModel
+
     from verticals.core.device import Device
 
 

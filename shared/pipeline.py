@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
 from verticals.core import registry
 from verticals.core.config import require_int
 from verticals.core.contract import RunContext, Splits, Vertical

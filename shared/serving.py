@@ -35,6 +35,7 @@ from prometheus_client import (
     multiprocess,
 )
 from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
+
 from verticals.core.bundle import Bundle, io_schema, load_bundle
 from verticals.core.contract import FileOutput, FileVertical
 from verticals.core.errors import UserError

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from verticals.core.errors import UserError
 
 FORMATS = (".csv", ".parquet", ".pq")

@@ -9,9 +9,8 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from verticals.core import pipeline, registry  # noqa: E402
-
 from verticals.configs import compose  # noqa: E402
+from verticals.core import pipeline, registry  # noqa: E402
 
 from .toy_vertical import ToyVertical  # noqa: E402
 

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from verticals.core.bundle import write_bundle
 
 

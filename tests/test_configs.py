@@ -17,10 +17,10 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from verticals.core.config import ConfigValueError, check_config
-from verticals.core.errors import UserError
 
 from verticals.configs import compose, conf_dir
+from verticals.core.config import ConfigValueError, check_config
+from verticals.core.errors import UserError
 
 VERTICALS = ("finance", "retail", "manufacturing", "medical", "traffic")
 MINE = ("finance", "retail", "manufacturing")  # their option files list only what differs
@@ -218,8 +218,8 @@ def test_enum_settings_reach_libraries_as_plain_words(tmp_path: Path) -> None:
     """LightGBM, implicit's saved parameters and ultralytics' args.yaml get `str`, not enum
     members (yaml.safe_dump refuses those)."""
     import numpy as np
-    from verticals.core.device import resolve_device
 
+    from verticals.core.device import resolve_device
     from verticals.finance.data import FeatureSchema
     from verticals.finance.model import lightgbm_params
     from verticals.manufacturing.training import train_args
@@ -246,7 +246,6 @@ def test_enum_settings_reach_libraries_as_plain_words(tmp_path: Path) -> None:
 
 def test_cpu_cap_is_logged_and_only_on_cpu(tmp_path: Path) -> None:
     from verticals.core.device import Device
-
     from verticals.manufacturing.training import train_args
 
     cfg = compose("train", "manufacturing", [f"paths.root_dir={tmp_path}"])

@@ -10,6 +10,7 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+
 from verticals.core import registry
 from verticals.core.contract import FileVertical, RecordVertical, Vertical
 from verticals.core.errors import UserError

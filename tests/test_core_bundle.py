@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from omegaconf import OmegaConf
+
 from verticals.core import pipeline
 from verticals.core.batch import predict_file
 from verticals.core.bundle import load_bundle, write_bundle

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from verticals.core import device as device_mod
 from verticals.core.errors import UserError
 from verticals.core.runs import latest, mark_latest, new_run_dir, resolve_run, write_json

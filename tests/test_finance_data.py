@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from verticals.core.errors import UserError
 
+from verticals.core.errors import UserError
 from verticals.finance import german
 from verticals.finance.data import load_splits
 from verticals.finance.synthetic import MONOTONE, generate_applicants

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+
 from verticals.core import pipeline
 from verticals.core.batch import predict_file
 from verticals.core.bundle import load_bundle, write_bundle

@@ -25,13 +25,13 @@ if importlib.util.find_spec("ultralytics") is None:  # find, not import: see bel
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
 
 from fastapi.testclient import TestClient  # noqa: E402
+
+from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline, registry  # noqa: E402
 from verticals.core.batch import predict_folder  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 from verticals.manufacturing import checks, dataset, synthetic, voc  # noqa: E402
 from verticals.manufacturing.model import (  # noqa: E402
     BOX_TOLERANCE_PX,

@@ -14,13 +14,13 @@ import pytest
 pytest.importorskip("monai")
 
 from fastapi.testclient import TestClient  # noqa: E402
+
+from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.batch import predict_folder  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 from verticals.medical.data import load_splits  # noqa: E402
 from verticals.medical.decathlon import check_cases, read_task  # noqa: E402
 from verticals.medical.metrics import dice_per_label  # noqa: E402

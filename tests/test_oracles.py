@@ -30,7 +30,6 @@ def retail_small(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("implicit")
     from verticals.core.contract import RunContext
     from verticals.core.device import resolve_device
-
     from verticals.retail.data import load_splits
     from verticals.retail.model import fit
 

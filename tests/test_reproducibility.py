@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from verticals.core import pipeline
 
 from verticals.configs import compose
+from verticals.core import pipeline
 
 FINANCE_SMALL = ["data=synthetic", "data.n_rows=3000", "model.num_boost_round=200"]
 RETAIL_SMALL = ["data.n_users=600", "data.n_items=400", "data.n_interactions=15000"]

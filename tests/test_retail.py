@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("implicit")
 
 from fastapi.testclient import TestClient  # noqa: E402
+
+from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 from verticals.retail.data import load_splits  # noqa: E402
 from verticals.retail.model import recommend_one, similar_items  # noqa: E402
 

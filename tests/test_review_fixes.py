@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+
+from verticals.cli import split_args
+from verticals.commands import evaluation_config
+from verticals.configs import compose
 from verticals.core import pipeline
 from verticals.core.batch import predict_file
 from verticals.core.bundle import load_bundle, write_bundle
 from verticals.core.errors import UserError
 from verticals.core.serving import create_app
-
-from verticals.cli import split_args
-from verticals.commands import evaluation_config
-from verticals.configs import compose
 from verticals.finance.data import infer_schema, level_strings, load_splits, to_matrix
 from verticals.finance.schema import applicant_model
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from omegaconf import OmegaConf
+
 from verticals.core import pipeline
 from verticals.core.bundle import MANIFEST, load_bundle, sha256, write_bundle
 from verticals.core.errors import UserError

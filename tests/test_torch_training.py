@@ -16,13 +16,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from verticals.configs import compose  # noqa: E402
 from verticals.core import registry  # noqa: E402
 from verticals.core import torch_training as tt  # noqa: E402
 from verticals.core.contract import RunContext  # noqa: E402
 from verticals.core.device import resolve_device  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 
 LOG = logging.getLogger("verticals.test")
 

@@ -13,13 +13,13 @@ import pytest
 pytest.importorskip("torch")
 
 from fastapi.testclient import TestClient  # noqa: E402
+
+from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.batch import predict_file  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
-
-from verticals.configs import compose  # noqa: E402
 from verticals.traffic import graph, sensors, synthetic  # noqa: E402
 from verticals.traffic.metrics import masked  # noqa: E402
 

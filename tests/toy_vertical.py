@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict
+
 from verticals.core.contract import RecordVertical, RunContext, Splits
 
 
