@@ -376,7 +376,9 @@ class Trainer:
             try:
                 saved = load_file(best)
                 self.best_state = saved["model"]
-                p.best, p.best_epoch = state["best"], state.get("best_epoch")
+                # best.pt's own figures: they belong to its weights, even when last.pt was
+                # cut short and the state comes from the checkpoint before it
+                p.best, p.best_epoch = saved["best"], saved.get("epoch")
                 self.files.folder.mkdir(parents=True, exist_ok=True)
                 if best.resolve() != self.files.best.resolve():
                     shutil.copy2(best, self.files.best)  # the best so far stays the baseline
@@ -415,6 +417,10 @@ class Trainer:
                     f"training.resume: that run finished {p.epoch} epochs of {self.name}; "
                     f"set training.epochs above {p.epoch}"
                 )
+            # The new run folder gets this network's checkpoint and history too, so a run
+            # that resumes this one finds it (instead of training it afresh).
+            self._checkpoint()
+            write_history(self.ctx.run_dir, self.name, p.history)
             return self._finish("done")
         started = time.perf_counter()
         elapsed0, steps_per_epoch = p.elapsed, None

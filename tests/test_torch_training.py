@@ -166,6 +166,30 @@ def test_resume_skips_a_cut_short_checkpoint(tmp_path: Path, caplog) -> None:
     assert "no earlier complete checkpoint" in str(err.value)
 
 
+def test_a_finished_network_carries_over_to_the_resuming_run(tmp_path: Path) -> None:
+    """A run that resumes a finished network (traffic's GRU) still gets its checkpoint and
+    history rows, so a run resuming that run finds the network instead of retraining it."""
+    toy_trainer(tmp_path / "a", tt.Settings(epochs=2)).fit(toy_hooks([2.0, 1.0], []))
+    resume = tt.find_resume("a", tt.Checkpoints(tmp_path / "a" / "checkpoints"), LOG)
+    b = toy_trainer(tmp_path / "b", tt.Settings(epochs=2), resume=resume)
+    result = b.fit(toy_hooks([], []), finished_ok=True)
+    assert result.stopped == "done" and result.best == 1.0 and result.best_epoch == 2
+    again = tt.find_resume("b", tt.Checkpoints(tmp_path / "b" / "checkpoints"), LOG)
+    assert again is not None and again.path.parent == tmp_path / "b" / "checkpoints"
+    assert [int(r["epoch"]) for r in read_history(tmp_path / "b")] == [1, 2]
+
+
+def test_best_figures_come_with_the_best_weights(tmp_path: Path) -> None:
+    """Resuming from previous.pt (last.pt cut short) keeps best.pt's own epoch and value."""
+    first = tmp_path / "first"
+    toy_trainer(first, tt.Settings(epochs=3)).fit(toy_hooks([3.0, 2.0, 1.0], []))
+    files = tt.Checkpoints(first / "checkpoints")
+    cut_short(files.last)  # best.pt holds epoch 3; previous.pt stopped at epoch 2
+    resume = tt.find_resume("first", files, LOG)
+    trainer = toy_trainer(tmp_path / "second", tt.Settings(epochs=3), resume=resume)
+    assert (trainer.progress.best, trainer.progress.best_epoch) == (1.0, 3)
+
+
 def test_cpu_budget_applies_only_without_a_budget_of_your_own(caplog) -> None:
     cpu, cuda = SimpleNamespace(is_cuda=False), SimpleNamespace(is_cuda=True)
     training = compose("train", "traffic", ["training.cpu_minutes=2"]).training
