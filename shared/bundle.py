@@ -104,7 +104,7 @@ from pathlib import Path
 
 from verticals.core.serving import create_app
 
-app = create_app(Path(__file__).resolve().parent)  # {vertical} model
+app = create_app(Path(__file__).resolve().parent, warm="background")  # {vertical} model
 '''
 
 
@@ -117,6 +117,8 @@ COPY requirements.txt ./
 COPY {WHEELS}/ {WHEELS}/
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+# An unprivileged user; /feedback writes where it may (mount a volume there to keep it).
+ENV VERTICALS_FEEDBACK_DIR=/tmp/verticals-feedback
 USER 10001
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready')"
@@ -169,8 +171,11 @@ def io_schema(vertical: Vertical, model: Any) -> dict[str, Any]:
     return {"request": request, "response": vertical.response_schema(model).model_json_schema()}
 
 
-def write_bundle(run_dir: Path, bundles_dir: Path, vertical: Vertical | None = None) -> Path:
-    """Package `run_dir` as `<bundles_dir>/<vertical>/<run name>/`, atomically."""
+def write_bundle(
+    run_dir: Path, bundles_dir: Path, vertical: Vertical | None = None, examples: bool = True
+) -> Path:
+    """Package `run_dir` as `<bundles_dir>/<vertical>/<run name>/`, atomically; with
+    `examples`, the run's example inputs go in too (servers warm up on them)."""
     run_dir = Path(run_dir)
     if not (run_dir / "model").is_dir():
         raise UserError(f"run={run_dir} has no model/ folder: was training finished?")
@@ -189,7 +194,7 @@ def write_bundle(run_dir: Path, bundles_dir: Path, vertical: Vertical | None = N
         if (run_dir / "plots").is_dir():
             shutil.copytree(run_dir / "plots", tmp / "plots")
         (tmp / "schema.json").write_text(json.dumps(io_schema(vertical, model), indent=2) + "\n")
-        if (run_dir / EXAMPLES).is_dir():
+        if examples and (run_dir / EXAMPLES).is_dir():
             shutil.copytree(run_dir / EXAMPLES, tmp / EXAMPLES)
         suite = sorted({registry.distribution(vertical.name), SUITE})  # a plug-in needs both
         wheels = [build_wheel(name, tmp / WHEELS).name for name in suite]
@@ -258,7 +263,13 @@ def verify(path: Path) -> dict[str, Any]:
         raise UserError(
             f"bundle {path}: {MANIFEST} is damaged ({exc}); package the run again"
         ) from None
-    if manifest.get("format", 1) < FORMAT:
+    found = manifest.get("format", 1)
+    if isinstance(found, int) and found > FORMAT:
+        raise UserError(
+            f"bundle {path} has format {found}, written by a newer version of the suite "
+            f"(this one reads format {FORMAT}); upgrade verticals to serve it"
+        )
+    if found != FORMAT:
         source = manifest.get("source_run", "its run")
         raise UserError(
             f"bundle {path} was written by an older layout of the suite (its serve.py imports "

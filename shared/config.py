@@ -118,7 +118,7 @@ class PathsConfig:
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    # server processes: more requests/s (each loads the model; /metrics counts per process)
+    # server processes: more requests/s (each loads the model; /metrics adds them all up)
     workers: int = 1
     log_level: LogLevel = LogLevel.info
 

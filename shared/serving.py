@@ -9,6 +9,7 @@ Malformed input is answered 422 with a message that names the field, never 500.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -16,6 +17,8 @@ import re
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +47,7 @@ from verticals.core.logs import get_logger
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
+FEEDBACK_ENV = "VERTICALS_FEEDBACK_DIR"  # where /feedback writes (the bundle's image sets it)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
 
 
@@ -68,15 +72,49 @@ def _unprocessable(message: str, errors: list[dict[str, Any]] | None = None) -> 
     return JSONResponse(status_code=422, content={"message": message, "detail": detail})
 
 
-def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = None) -> FastAPI:
-    """A FastAPI app serving `bundle` (a loaded `Bundle` or a bundle folder)."""
+def create_app(
+    bundle: Bundle | str | Path,
+    feedback_dir: str | Path | None = None,
+    warm: Literal["now", "background"] = "now",
+) -> FastAPI:
+    """A FastAPI app serving `bundle` (a loaded `Bundle` or a bundle folder).
+
+    The model scores the bundle's example inputs once before `/ready` turns true: here and
+    now (an error is raised), or, with `warm="background"` (servers), in a thread started
+    when the server starts, so `/health` answers and `/ready` says 503 meanwhile (and stays
+    503, naming the error, if the model cannot score its examples).
+    """
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     vertical, model = bundle.vertical, bundle.model
-    feedback_path = Path(feedback_dir or Path("feedback") / vertical.name) / "feedback.jsonl"
+    feedback_root = feedback_dir or os.environ.get(FEEDBACK_ENV) or Path("feedback") / vertical.name
+    feedback_path = Path(feedback_root) / "feedback.jsonl"
     schema = io_schema(vertical, model)
 
     state = ServingState(model_version=bundle.model_version)
+
+    def warm_now() -> None:
+        state.phase = "warming up"
+        seconds = warm_up(vertical, model, bundle.path / EXAMPLES)
+        if seconds is None:
+            log.info("%s: no example inputs in the bundle; no warm-up", vertical.name)
+        else:
+            log.info("%s: warmed up on the bundle's examples in %.2f s", vertical.name, seconds)
+        state.ready, state.phase = True, "serving"
+
+    def warm_in_background() -> None:
+        try:
+            warm_now()
+        except Exception as exc:  # not ready, and /ready says why; the log has the traceback
+            log.exception("%s: the model failed on the bundle's examples", vertical.name)
+            state.phase = f"warm-up failed: {type(exc).__name__}: {str(exc)[:200]}"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm == "background":
+            app.state.warm_up = asyncio.create_task(asyncio.to_thread(warm_in_background))
+        yield
+
     registry = CollectorRegistry()
     requests = Counter("verticals_requests", "HTTP requests", ["path", "status"], registry=registry)
     latency = Histogram("verticals_request_seconds", "Request latency", ["path"], registry=registry)
@@ -84,6 +122,7 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
     exposition = _exposition_registry(registry)
 
     app = FastAPI(
+        lifespan=lifespan,
         title=f"Verticals: {vertical.title or vertical.name}",
         version=bundle.model_version,
         description=f"Serving bundle `{bundle.path.name}` of the {vertical.name} vertical.",
@@ -158,13 +197,8 @@ def create_app(bundle: Bundle | str | Path, feedback_dir: str | Path | None = No
         return Response(generate_latest(exposition), media_type=CONTENT_TYPE_LATEST)
 
     _known = {route.path for route in app.routes}  # type: ignore[attr-defined]
-    state.phase = "warming up"
-    seconds = warm_up(vertical, model, bundle.path / EXAMPLES)
-    if seconds is None:
-        log.info("%s: the bundle has no example inputs; serving without a warm-up", vertical.name)
-    else:
-        log.info("%s: warmed up on the bundle's examples in %.2f s", vertical.name, seconds)
-    state.ready, state.phase = True, "serving"
+    if warm == "now":
+        warm_now()
     return app
 
 
@@ -334,4 +368,4 @@ def app_from_env() -> FastAPI:
     path = os.environ.get(BUNDLE_ENV)
     if not path:
         raise UserError(f"set {BUNDLE_ENV} to the bundle folder to serve")
-    return create_app(path)
+    return create_app(path, warm="background")

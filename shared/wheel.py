@@ -6,7 +6,8 @@ made from what is installed here (the same code that trained and packaged the mo
 no build tool and no network: a regular install's files come from its RECORD, an editable
 install's from the folders its import finder maps (setuptools' editable finder, or a path
 in its `.pth` file). The zip is written with fixed times, so the same code gives the same
-bytes and the same sha256 in the manifest.
+bytes and the same sha256 in the manifest. (From an editable install, the wheel holds the
+working tree as it is at package time, uncommitted changes included.)
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _package_files(dist: Distribution) -> Iterator[tuple[str, Path]]:
             prefix = package.replace(".", "/")
             for path in sorted(folder.rglob("*")):
                 rel = path.relative_to(folder)
-                hidden = path.name.startswith(".") or bool(_SKIP_PARTS & set(rel.parts))
+                hidden = any(part.startswith(".") or part in _SKIP_PARTS for part in rel.parts)
                 if path.is_file() and not hidden and not path.name.endswith(_SKIP_SUFFIXES):
                     yield f"{prefix}/{rel.as_posix()}", path
         return

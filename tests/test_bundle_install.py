@@ -11,31 +11,16 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from verticals.core.bundle import write_bundle
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
+from .servers import free_port, http
 
 
 def _dockerfile(path: Path) -> tuple[list[str], list[str]]:
@@ -81,7 +66,7 @@ def test_bundle_installs_in_a_fresh_venv_and_serves(finance_run, tmp_path: Path)
     )
     assert no_shared.returncode != 0
 
-    port = _free_port()
+    port = free_port()
     assert cmd[0] == "uvicorn" and "--port" in cmd
     argv = [str(venv / "bin" / cmd[0]), *cmd[1:]]
     argv[argv.index("--host") + 1] = "127.0.0.1"  # the image listens on all; a test on loopback
@@ -93,7 +78,7 @@ def test_bundle_installs_in_a_fresh_venv_and_serves(finance_run, tmp_path: Path)
         while True:
             assert server.poll() is None, f"server exited: {server.stderr.read()[-2000:]}"
             try:
-                if _get(f"{base}/ready")[0] == 200:
+                if http(f"{base}/ready")[0] == 200:
                     break
             except OSError:
                 pass
@@ -101,7 +86,7 @@ def test_bundle_installs_in_a_fresh_venv_and_serves(finance_run, tmp_path: Path)
             time.sleep(0.5)
         inputs = finance_run.vertical.example_inputs(finance_run.splits, 25)
         records = json.loads(inputs.to_json(orient="records"))
-        status, body = _get(f"{base}/predict", json.dumps(records).encode())
+        status, body = http(f"{base}/predict", json.dumps(records).encode())
         assert status == 200, body[:500]
         served = json.loads(body)["predictions"]
     finally:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from verticals.core.errors import UserError
 from verticals.core.serving import create_app
 
 from .conftest import finance_cfg
+from .servers import free_port, http
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,39 @@ def test_ready_after_warm_up_on_the_bundle_examples(
         create_app(bundle)
 
 
+def test_a_server_is_not_ready_while_it_warms_up(
+    toy_run: pipeline.TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers warm up in the background: /health answers and /ready says 503 meanwhile;
+    a model that fails on its examples is never ready, and /ready says why."""
+    bundle = load_bundle(write_bundle(toy_run.run_dir, tmp_path / "bundles"))
+    real = bundle.vertical.predict
+    release = threading.Event()
+
+    def slow(model: object, frame: object) -> object:
+        release.wait(10)
+        return real(model, frame)
+
+    monkeypatch.setattr(bundle.vertical, "predict", slow)
+    with TestClient(create_app(bundle, warm="background")) as client:
+        assert client.get("/health").status_code == 200
+        waiting = client.get("/ready")
+        assert waiting.status_code == 503 and waiting.json()["state"] == "warming up"
+        release.set()
+        deadline = time.monotonic() + 10
+        while client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "not ready 10 s after the warm-up could finish"
+            time.sleep(0.05)
+
+    monkeypatch.setattr(bundle.vertical, "predict", lambda m, f: 1 / 0)
+    with TestClient(create_app(bundle, warm="background")) as client:
+        deadline = time.monotonic() + 10
+        while "failed" not in (state := client.get("/ready").json()["state"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.get("/ready").status_code == 503 and "ZeroDivisionError" in state
+
+
 def test_old_layout_bundle_is_refused_in_one_line(
     toy_run: pipeline.TrainResult, tmp_path: Path
 ) -> None:
@@ -98,22 +131,10 @@ def test_old_layout_bundle_is_refused_in_one_line(
         load_bundle(bundle_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _http(url: str, body: bytes | None = None) -> bytes:
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.read()
-
-
 @pytest.mark.slow
 def test_metrics_add_up_across_worker_processes(finance_run, tmp_path: Path) -> None:
     bundle = write_bundle(finance_run.run_dir, tmp_path / "bundles")
-    port = _free_port()
+    port = free_port()
     cfg_root = finance_cfg(tmp_path).paths.root_dir
     server = subprocess.Popen(
         [sys.executable, "-m", "verticals", "serve", "finance", f"bundle={bundle}",
@@ -126,17 +147,18 @@ def test_metrics_add_up_across_worker_processes(finance_run, tmp_path: Path) -> 
         while True:
             assert server.poll() is None, server.stderr.read()[-2000:]
             try:
-                _http(f"{base}/ready")
-                break
+                if http(f"{base}/ready")[0] == 200:
+                    break
             except OSError:
-                assert time.monotonic() < deadline, "no worker ready within 120 s"
-                time.sleep(0.5)
+                pass
+            assert time.monotonic() < deadline, "no worker ready within 120 s"
+            time.sleep(0.5)
         time.sleep(3)  # let the second worker finish loading too
         record = finance_run.vertical.example_inputs(finance_run.splits, 1)
         body = json.dumps(json.loads(record.to_json(orient="records"))[0]).encode()
         for _ in range(30):  # new connections: the kernel spreads them over both workers
-            _http(f"{base}/predict", body)
-        counts = {_count(_http(f"{base}/metrics").decode(), "/predict", "200") for _ in range(6)}
+            http(f"{base}/predict", body)
+        counts = {_count(http(f"{base}/metrics")[1].decode(), "/predict", "200") for _ in range(6)}
     finally:
         server.terminate()
         server.wait(timeout=30)

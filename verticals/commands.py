@@ -73,7 +73,7 @@ def evaluation_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
 
 def package(cfg: DictConfig) -> Path:
     run = resolve_run(cfg.run, cfg.paths.runs_dir, cfg.vertical)
-    bundle = write_bundle(run, Path(cfg.paths.bundles_dir))
+    bundle = write_bundle(run, Path(cfg.paths.bundles_dir), examples=bool(cfg.examples))
     print(f"bundle: {bundle}")
     return bundle
 
@@ -89,12 +89,14 @@ def serve(cfg: DictConfig) -> None:
     print(f"serving {cfg.vertical} {bundle.model_version} on http://{serve.host}:{serve.port}/docs")
     options = {"host": serve.host, "port": serve.port, "log_level": serve.log_level}
     if serve.workers == 1:
-        uvicorn.run(create_app(bundle), **options)
+        uvicorn.run(create_app(bundle, warm="background"), **options)
         return
     os.environ[BUNDLE_ENV] = str(bundle.path)
     # Each worker process counts into files in one folder, and `/metrics` adds them up.
     own_dir = not os.environ.get(MULTIPROC_ENV)
     metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="verticals-metrics-")
+    for stale in Path(metrics_dir).glob("*.db"):  # an earlier server's counts must not add up
+        stale.unlink()
     os.environ[MULTIPROC_ENV] = metrics_dir
     try:
         uvicorn.run(
