@@ -105,3 +105,22 @@ def test_whole_groups_keeps_a_group_in_one_batch() -> None:
     apart = pd.DataFrame({"w": [1, 1, 2, 2, 1], "v": range(5)})
     with pytest.raises(UserError, match="rows of w=1 are not next to each other"):
         list(whole_groups(iter([apart.iloc[:2], apart.iloc[2:]]), "w", Path("f.csv")))
+
+
+def test_a_checkout_maps_its_own_core_when_no_install_does(tmp_path) -> None:
+    """From a checkout's root with a regular (non-editable) install, Python takes
+    `verticals` from the checkout, whose folder has no core/: it maps ../shared itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); "
+        "import verticals.core.errors as e; print(e.__file__)"
+    )
+    out = subprocess.run(  # -S: no site-packages, so no install's finder maps verticals.core
+        [sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(root / "shared" / "errors.py")

@@ -38,10 +38,7 @@ def items(cases: list[Any]) -> list[dict[str, str]]:
 
 def load_splits(cfg: DictConfig) -> Splits:
     """The configured task, checked case by case, split into train/val/test by `cfg.seed`."""
-    data, seed = cfg.data, int(cfg.seed)
-    for key in ("val_fraction", "test_fraction"):
-        if not 0 < float(data[key]) < 0.5:
-            raise UserError(f"data.{key}={data[key]} must be between 0 and 0.5")
+    data, seed = cfg.data, int(cfg.seed)  # ranges: MedicalDataConfig.__post_init__
     task = read_task(task_root(cfg))
     cases = task.cases[: data.max_cases] if data.max_cases else task.cases
     if len(cases) < 3:

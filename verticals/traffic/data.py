@@ -118,15 +118,10 @@ def load_network(cfg: DictConfig) -> Network:
 def load_splits(cfg: DictConfig) -> Splits:
     data = cfg.data
     net = load_network(cfg)
-    steps_in = require_int(data.input_steps, "data.input_steps", minimum=1)
-    steps_out = require_int(data.output_steps, "data.output_steps", minimum=1)
-    stride = require_int(data.stride, "data.stride", minimum=1)
+    # ranges: TrafficDataConfig.__post_init__
+    steps_in, steps_out, stride = int(data.input_steps), int(data.output_steps), int(data.stride)
     total = len(net.times)
     val_f, test_f = float(data.val_fraction), float(data.test_fraction)
-    if not (0 < val_f < 1 and 0 < test_f < 1 and val_f + test_f < 1):
-        raise UserError(
-            f"data.val_fraction={val_f}, data.test_fraction={test_f}: each in (0, 1), together < 1"
-        )
     n_test, n_val = int(total * test_f), int(total * val_f)
     n_train = total - n_test - n_val
     span = steps_in + steps_out
