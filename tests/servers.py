@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -22,3 +24,17 @@ def http(url: str, body: bytes | None = None) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+
+
+def wait_ready(base: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    """Poll `base`/ready until it answers 200; fail if the server exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert server.poll() is None, f"server exited: {server.stderr.read()[-2000:]}"
+        try:
+            if http(f"{base}/ready")[0] == 200:
+                return
+        except OSError:  # not listening yet
+            pass
+        assert time.monotonic() < deadline, f"server not ready within {seconds:.0f} s"
+        time.sleep(0.5)

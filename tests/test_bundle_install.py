@@ -20,7 +20,7 @@ import pytest
 
 from verticals.core.bundle import write_bundle
 
-from .servers import free_port, http
+from .servers import free_port, http, wait_ready
 
 
 def _dockerfile(path: Path) -> tuple[list[str], list[str]]:
@@ -74,16 +74,7 @@ def test_bundle_installs_in_a_fresh_venv_and_serves(finance_run, tmp_path: Path)
     server = subprocess.Popen(argv, cwd=alone, env=env, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, f"server exited: {server.stderr.read()[-2000:]}"
-            try:
-                if http(f"{base}/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server not ready within 120 s"
-            time.sleep(0.5)
+        wait_ready(base, server)
         inputs = finance_run.vertical.example_inputs(finance_run.splits, 25)
         records = json.loads(inputs.to_json(orient="records"))
         status, body = http(f"{base}/predict", json.dumps(records).encode())

@@ -22,7 +22,7 @@ from verticals.core.errors import UserError
 from verticals.core.serving import create_app
 
 from .conftest import finance_cfg
-from .servers import free_port, http
+from .servers import free_port, http, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -143,16 +143,7 @@ def test_metrics_add_up_across_worker_processes(finance_run, tmp_path: Path) -> 
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read()[-2000:]
-            try:
-                if http(f"{base}/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "no worker ready within 120 s"
-            time.sleep(0.5)
+        wait_ready(base, server)
         time.sleep(3)  # let the second worker finish loading too
         record = finance_run.vertical.example_inputs(finance_run.splits, 1)
         body = json.dumps(json.loads(record.to_json(orient="records"))[0]).encode()
