@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"data.n_sensors={args.sensors}", f"data.days={args.days}", "data.stride=2",
             f"training.epochs={args.epochs}", f"training.baseline_epochs={args.epochs}",
             "training.batch_size=64", "training.patience=100", f"model.channels={args.channels}",
+            "training.cpu_minutes=null",  # every epoch, however slow the machine
         ])  # fmt: skip
         result = pipeline.train(cfg)
         table = pd.read_csv(result.run_dir / "horizons.csv")
