@@ -111,6 +111,12 @@ class Vertical(ABC):
         """Distribution names whose versions go into a bundle's manifest."""
         return []
 
+    def batches_well(self, model: Any) -> bool:
+        """Whether scoring many inputs in one call is much cheaper per input than one at a
+        time (a network on a GPU): servers then micro-batch concurrent requests when
+        `serve.batching=auto`. Default: no, since waiting for company costs latency."""
+        return False
+
 
 class RecordVertical(Vertical):
     """A vertical whose inputs are records: JSON objects over HTTP, rows of a table file.
@@ -131,6 +137,21 @@ class RecordVertical(Vertical):
     def predict(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
         """Score a batch of records (one row each) and return one output row per input."""
 
+    def predict_records(
+        self, model: Any, requests: list[list[dict[str, Any]]]
+    ) -> list[list[dict[str, Any]]]:
+        """The answers to a few small requests, each a list of validated records (dicts keyed
+        by column name, as `request_schema` dumps them by alias), as lists of output rows.
+
+        Servers call this for small requests, several at once when they micro-batch, so a
+        vertical should override it to go from records to the model's input array without
+        pandas (a one-row DataFrame costs milliseconds; the model, microseconds). Its rows
+        must equal `records_of(predict(...))` of the same records. Default: that, per request.
+        """
+        import pandas as pd
+
+        return [records_of(self.predict(model, pd.DataFrame(records))) for records in requests]
+
     def predict_table(self, model: Any, frame: pd.DataFrame) -> pd.DataFrame:
         """Predictions for a file: flat columns where `predict` nests (default: `predict`).
 
@@ -142,6 +163,12 @@ class RecordVertical(Vertical):
     @abstractmethod
     def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
         """`n` input records from `splits.test`, as a user would send them to `predict`."""
+
+
+def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as plain dicts, missing values as None (JSON has no NaN): what a
+    server answers with, and what `predict_records` must equal."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 @dataclass
@@ -167,6 +194,12 @@ class FileVertical(Vertical):
     @abstractmethod
     def predict_path(self, model: Any, path: Path) -> FileOutput:
         """Predict for one input file; raise `UserError` for a corrupt or unsuitable file."""
+
+    def predict_paths(self, model: Any, paths: list[Path]) -> list[FileOutput]:
+        """Predict for several files in one go (a server's micro-batch): a vertical whose
+        model takes batches overrides this. Default: `predict_path` on each. A `UserError`
+        fails the whole call; the server then retries the files one by one."""
+        return [self.predict_path(model, path) for path in paths]
 
     @abstractmethod
     def example_files(self, splits: Splits, n: int, directory: Path) -> list[Path]:
