@@ -13,10 +13,13 @@ pytest.importorskip("implicit")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from tests.fastpath import assert_same_answers, validated  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
+from verticals.core.contract import records_of  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
+from verticals.core.records import RecordCodec  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 from verticals.retail.data import load_splits  # noqa: E402
 from verticals.retail.model import recommend_one, similar_items  # noqa: E402
@@ -121,6 +124,85 @@ def test_bundle_round_trip_and_api(retail_run: pipeline.TrainResult, retail_bund
     assert like["item_id"] and not like["fallback"] and len(like["recommendations"]) == 10
     flat = retail_run.vertical.predict_table(retail_run.model, users.head(3))
     assert {"user_id", "fallback", "item_1", "score_10"} <= set(flat.columns)
+
+
+def _plain(value: object) -> bool:
+    """Whether an answer is plain Python all the way down (no numpy scalars)."""
+    if isinstance(value, dict):
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or type(value) in (str, float, int, bool)
+
+
+def test_fast_path_answers_as_the_table_path(retail_run: pipeline.TrainResult) -> None:
+    vertical, model, splits = retail_run.vertical, retail_run.model, retail_run.splits
+    demo = pd.read_parquet(retail_run.run_dir / "examples" / "inputs.parquet")
+    examples = vertical.example_inputs(splits, 5).to_dict("records")
+    answers = assert_same_answers(
+        vertical,
+        model,
+        [[r] for r in demo.to_dict("records") + examples]  # one request each, as a demo sends
+        + [vertical.example_inputs(splits, len(splits.test.users)).to_dict("records")],
+    )
+    assert sum(len(a) for a in answers) == len(demo) + 5 + len(splits.test.users)
+    assert all(_plain(row) for rows in answers for row in rows)
+    codec = RecordCodec.of(vertical, model)
+    codec.encode("v", [row for rows in answers for row in rows])  # the response schema holds
+
+
+def test_fast_path_edge_cases(retail_run: pipeline.TrainResult) -> None:
+    vertical, model = retail_run.vertical, retail_run.model
+    user = retail_run.splits.test.users[0]
+    item = str(model.item_ids[model.popularity[0]])
+    top = [i for i, _ in recommend_one(model, user, 3)[0]]
+    requests = [
+        [{"user_id": "ghost"}],  # unknown: popularity, flagged
+        [{"user_id": "ghost", "category": "segment_2", "k": 3}],
+        [{"item_id": item}],
+        [{"item_id": "no-such-sku", "k": 4}],
+        [{"item_id": item, "category": "segment_1", "exclude_items": top}],
+        [{"user_id": user, "category": "segment_3"}],
+        [{"user_id": user, "exclude_items": [top[0], int(top[1])]}],
+        [{"user_id": user, "exclude_bought": False}],
+        [{"user_id": user, "k": 1}],
+        [{"user_id": user, "k": 1000}, {"user_id": user, "k": 1000, "exclude_bought": False}],
+        [{"user_id": int(user)}, {"user_id": user}, {"item_id": int(item), "k": 2}],
+        [{"user_id": int(user), "k": 3}, {"item_id": "x", "k": 2}, {"user_id": "ghost"}],
+        [{"item_id": item, "k": 1000}],
+        [{"item_id": item, "k": 1000, "category": "segment_1", "exclude_items": top}],
+    ]
+    answers = assert_same_answers(vertical, model, requests)
+    assert [a[0]["fallback"] for a in answers[:4]] == [True, True, False, True]
+    assert len(answers[8][0]["recommendations"]) == 1
+    bought = {model.item_ids[i] for i in model.user_items[model.user_index[user]].indices}
+    filtered, everything = ([r["item_id"] for r in a["recommendations"]] for a in answers[9])
+    # a k past the catalog: each item once, the bought ones only when asked for
+    assert len(set(filtered)) == len(filtered) == min(1000, len(model.item_ids) - len(bought))
+    assert len(set(everything)) == len(everything) == min(1000, len(model.item_ids))
+    assert not bought & set(filtered)
+    assert bought <= set(everything) or len(model.item_ids) > 1000
+    for rows in answers[-2:]:  # similar items past the pool: each once, never the item asked
+        got = [r["item_id"] for r in rows[0]["recommendations"]]
+        assert got and len(set(got)) == len(got) and item not in got
+    assert answers[10][0] == answers[10][1] and answers[10][2]["item_id"] == item
+    assert all(_plain(row) for rows in answers for row in rows)
+
+
+def test_fast_path_raises_the_table_paths_user_error(retail_run: pipeline.TrainResult) -> None:
+    vertical, model = retail_run.vertical, retail_run.model
+    good = validated(vertical, model, [{"user_id": "ghost"}])
+    bad = validated(vertical, model, [{"user_id": "ghost", "category": "nope"}])
+    with pytest.raises(UserError) as table:
+        vertical.predict(model, pd.DataFrame(bad))
+    for requests in ([bad], [good, bad]):  # a bad record fails the whole micro-batch
+        with pytest.raises(UserError) as fast:
+            vertical.predict_records(model, requests)
+        assert str(fast.value) == str(table.value)
+    assert "category='nope' has no items" in str(table.value)
+    assert vertical.predict_records(model, [good]) == [
+        records_of(vertical.predict(model, pd.DataFrame(good)))
+    ]
 
 
 def test_interaction_logs_name_bad_columns(tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ from verticals.core.errors import UserError
 from verticals.retail.data import Log
 
 MODELS = ("als", "bpr", "lmf")
+#: The score implicit gives a filtered item (bought, excluded): the lowest float32, not
+#: -inf, so a k near the catalog's size would bring filtered items back.
+FILTERED = float(np.finfo(np.float32).min)
 
 
 @dataclass
@@ -172,6 +175,22 @@ def _popular_fallback(
     return [(str(model.item_ids[i]), 0.0) for i in popular_for(model, None, k, exclude, allowed)]
 
 
+def user_row(model: RetailModel, user: int) -> Any:
+    """`model.user_items[user]` (what implicit filters as already bought), built straight
+    from the CSR arrays: scipy's row indexing costs ~35 us, a third of a one-user answer,
+    this about 15."""
+    from scipy.sparse import csr_matrix
+
+    items = model.user_items
+    start, end = items.indptr[user], items.indptr[user + 1]
+    indptr = np.array([0, end - start], dtype=items.indptr.dtype)
+    return csr_matrix(
+        (items.data[start:end], items.indices[start:end], indptr),
+        shape=(1, items.shape[1]),
+        copy=False,
+    )
+
+
 def recommend_one(
     model: RetailModel,
     user_id: str,
@@ -192,13 +211,13 @@ def recommend_one(
             return [], False
     ids, scores = model.recommender.recommend(
         user,
-        model.user_items[user],
-        N=k,
+        user_row(model, user),
+        N=min(k, len(model.item_ids) if allowed is None else len(allowed)),  # more pads with item 0
         filter_already_liked_items=exclude_bought,
         filter_items=filter_items,
         items=allowed,
     )
-    keep = np.isfinite(scores) & (ids >= 0)
+    keep = np.isfinite(scores) & (scores > FILTERED) & (ids >= 0)
     return [
         (str(model.item_ids[i]), float(s)) for i, s in zip(ids[keep], scores[keep], strict=True)
     ], False
@@ -217,7 +236,10 @@ def similar_items(
     item = model.item_index.get(str(item_id))
     if item is None:
         return _popular_fallback(model, k, exclude, allowed), True
-    ids, scores = model.recommender.similar_items(item, N=k + 1 + len(exclude), items=allowed)
+    pool = len(model.item_ids) if allowed is None else len(allowed)
+    # a k past the pool's size would pad the answer with item 0 at score 0, over and over
+    n = min(k + 1 + len(exclude), pool)
+    ids, scores = model.recommender.similar_items(item, N=n, items=allowed)
     out = [
         (str(model.item_ids[i]), float(s))
         for i, s in zip(ids, scores, strict=True)

@@ -58,35 +58,48 @@ def _flag(record: dict[str, Any]) -> bool:
     return bool(value)
 
 
+def answer(model: RetailModel, record: dict[str, Any]) -> dict[str, Any]:
+    """One output row, in plain Python, for one record: a validated request's or a table
+    row's. Both paths go through here, so the fast path answers exactly as `predict` does
+    and a bad record raises the same `UserError` either way."""
+    k, exclude, bought = _k(record, model), _items(record), _flag(record)
+    category = _given(record.get("category"))
+    category = None if category is None else str(category)
+    user, item = _given(record.get("user_id")), _given(record.get("item_id"))
+    user, item = (None if v is None else as_id(v) for v in (user, item))
+    if user is None and item is None:
+        raise UserError("each row needs a user_id (recommendations) or an item_id (similar items)")
+    if user is None:
+        recs, fallback = similar_items(model, str(item), k, exclude, category)
+    else:
+        recs, fallback = recommend_one(model, user, k, bought, exclude, category)
+    return {
+        "user_id": user,
+        "item_id": item,
+        "fallback": fallback,
+        "recommendations": [
+            {"item_id": i, "score": s, "rank": r + 1} for r, (i, s) in enumerate(recs)
+        ],
+    }
+
+
 def predict(model: RetailModel, frame: pd.DataFrame) -> pd.DataFrame:
     """One row per record: the ids asked about, whether popularity stood in, and the
     ranked recommendations as a list of {item_id, score, rank}."""
-    rows = []
-    for record in frame.to_dict("records"):
-        k, exclude, bought = _k(record, model), _items(record), _flag(record)
-        category = _given(record.get("category"))
-        category = None if category is None else str(category)
-        user, item = _given(record.get("user_id")), _given(record.get("item_id"))
-        user, item = (None if v is None else as_id(v) for v in (user, item))
-        if user is None and item is None:
-            raise UserError(
-                "each row needs a user_id (recommendations) or an item_id (similar items)"
-            )
-        if user is None:
-            recs, fallback = similar_items(model, str(item), k, exclude, category)
-        else:
-            recs, fallback = recommend_one(model, user, k, bought, exclude, category)
-        rows.append(
-            {
-                "user_id": user,
-                "item_id": item,
-                "fallback": fallback,
-                "recommendations": [
-                    {"item_id": i, "score": s, "rank": r + 1} for r, (i, s) in enumerate(recs)
-                ],
-            }
-        )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame([answer(model, r) for r in frame.to_dict("records")], columns=COLUMNS)
+
+
+def predict_records(
+    model: RetailModel, requests: list[list[dict[str, Any]]]
+) -> list[list[dict[str, Any]]]:
+    """`predict` for a few validated records, without pandas: each record answered in turn.
+
+    Not one many-user `recommender.recommend` call: implicit scores one user with a
+    matrix-vector product and many with a matrix product, and OpenBLAS rounds the two
+    differently in the last bits, so batched scores (and near-tied ranks) would differ from
+    `predict`'s. Records are independent, so a `UserError` in any fails the whole call,
+    as a bad row fails a whole `predict` frame."""
+    return [[answer(model, record) for record in records] for records in requests]
 
 
 def predict_table(model: RetailModel, frame: pd.DataFrame) -> pd.DataFrame:

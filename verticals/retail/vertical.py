@@ -23,6 +23,7 @@ class RetailVertical(RecordVertical):
     save = staticmethod(model.save)
     load = staticmethod(model.load)
     predict = staticmethod(recommend.predict)
+    predict_records = staticmethod(recommend.predict_records)
     predict_table = staticmethod(recommend.predict_table)
     example_inputs = staticmethod(data.example_inputs)
 
