@@ -23,20 +23,29 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(bundle_dir: Path, workers: int, timeout: float = 90.0) -> Iterator[str]:
-    """The bundle served by uvicorn in its own process(es), as in production; yields the URL.
+def serving(
+    bundle_dir: Path,
+    workers: int,
+    timeout: float = 90.0,
+    app: str = "verticals.core.serving:app_from_env",
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """The bundle served by uvicorn in its own process(es), as in production; yields the URL
+    once `/health` answers (several workers each warm up before they take requests).
 
     A separate process keeps the load generator's threads from competing with the server
-    for the same interpreter lock.
+    for the same interpreter lock. `app` is an app factory (`module:function`), `env` adds
+    to the server's environment (e.g. `VERTICALS_SERVE` for `serve.*` settings).
     """
     port = free_port()
     command = [
-        sys.executable, "-m", "uvicorn", "verticals.core.serving:app_from_env", "--factory",
+        sys.executable, "-m", "uvicorn", app, "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning",
     ]  # fmt: skip
-    env = {**os.environ, BUNDLE_ENV: str(bundle_dir)}
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    env = {**os.environ, **(env or {}), BUNDLE_ENV: str(bundle_dir)}
+    root = Path(__file__).resolve().parent.parent  # `benchmarks.floors` imports from here
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=root)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     try:

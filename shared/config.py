@@ -49,6 +49,14 @@ class LogLevel(StrEnum):
     trace = "trace"
 
 
+class Batching(StrEnum):
+    """Whether a server gathers concurrent requests into one model call."""
+
+    auto = "auto"  # when the vertical says its model runs much faster on batches (a GPU)
+    on = "on"
+    off = "off"
+
+
 class ConfigValueError(UserError, ValueError):
     """A setting outside its range. A `ValueError`, as `__post_init__` raises, and a
     `UserError`, so the CLI prints it as one line and exits 2."""
@@ -121,10 +129,19 @@ class ServeConfig:
     # server processes: more requests/s (each loads the model; /metrics adds them all up)
     workers: int = 1
     log_level: LogLevel = LogLevel.info
+    # micro-batching: requests arriving within batch_wait_ms share one model call, up to
+    # max_batch inputs; auto: on where the vertical's model gains from it (a GPU)
+    batching: Batching = Batching.auto
+    max_batch: int = 16
+    batch_wait_ms: float = 2.0
+    # record bodies above this many KiB are scored in a process of their own (the table
+    # path), so that /health and small requests keep answering; null: all in the server
+    big_request_kib: int | None = 1024
 
     def __post_init__(self) -> None:
         check_range(self, "port", ge=0, le=65535)  # 0: any free port
-        check_range(self, "workers", ge=1)
+        check_ranges(self, "workers max_batch big_request_kib", ge=1)
+        check_range(self, "batch_wait_ms", ge=0, le=1000)
 
 
 def store_schema(group: str, node: Any, name: str = "schema") -> None:

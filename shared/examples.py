@@ -52,3 +52,13 @@ def warm_up(vertical: Vertical, model: Any, directory: Path) -> float | None:
 
         vertical.predict(model, pd.read_parquet(path))
     return time.perf_counter() - started
+
+
+def example_body(directory: Path) -> bytes | None:
+    """The saved example records as a client sends them: a JSON list (None without any)."""
+    path = directory / _RECORDS
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    return pd.read_parquet(path).to_json(orient="records", date_format="iso").encode()

@@ -24,6 +24,10 @@ class BadRequest(ValueError):
         self.message = message
         self.errors = errors or []
 
+    def body(self) -> dict[str, Any]:
+        """The 422 answer: the readable message, and pydantic's errors when there are any."""
+        return {"message": self.message, "detail": error_details(self.errors)}
+
 
 def describe_errors(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> str:
     """Pydantic errors as one readable line: `record[1].age: Input should be ...`."""

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from verticals.core import pipeline
 from verticals.core.bundle import load_bundle, write_bundle
-from verticals.core.config import require_int
+from verticals.core.config import ServeConfig, require_int
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.runs import latest, resolve_run
@@ -81,17 +81,25 @@ def package(cfg: DictConfig) -> Path:
 def serve(cfg: DictConfig) -> None:
     import uvicorn
 
-    from verticals.core.serving import BUNDLE_ENV, MULTIPROC_ENV, create_app
+    from verticals.core.serving import (
+        BUNDLE_ENV,
+        MULTIPROC_ENV,
+        SERVE_ENV,
+        create_app,
+        options_to_env,
+    )
 
     bundle = load_bundle(_bundle_dir(cfg))  # verify once, before any worker starts
     serve = cfg.serve
     require_int(serve.workers, "serve.workers", minimum=1)
+    settings = ServeConfig(**OmegaConf.to_container(serve, resolve=True))  # type: ignore[arg-type]
     print(f"serving {cfg.vertical} {bundle.model_version} on http://{serve.host}:{serve.port}/docs")
     options = {"host": serve.host, "port": serve.port, "log_level": serve.log_level}
     if serve.workers == 1:
-        uvicorn.run(create_app(bundle, warm="background"), **options)
+        uvicorn.run(create_app(bundle, warm="background", options=settings), **options)
         return
     os.environ[BUNDLE_ENV] = str(bundle.path)
+    os.environ[SERVE_ENV] = options_to_env(settings)
     # Each worker process counts into files in one folder, and `/metrics` adds them up.
     own_dir = not os.environ.get(MULTIPROC_ENV)
     metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="verticals-metrics-")

@@ -144,13 +144,26 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     return model
 
 
-def _score(model: FinanceModel, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
-    """Feature matrix, PD/score/grade columns, and the SHAP contributions."""
-    X = to_matrix(frame, model.schema)
+def _scores(
+    model: FinanceModel, X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PD, points, grades and SHAP contributions of a feature matrix (one model call)."""
     contrib = model.contributions(X)
     pd_ = 1.0 / (1.0 + np.exp(-contrib.sum(axis=1)))  # SHAP values add up to the log-odds
     points = scorecard.scores(pd_, model.card)
-    grades = scorecard.grades(points, model.card)
+    return pd_, points, scorecard.grades(points, model.card), contrib
+
+
+def _reasons(model: FinanceModel, contrib: np.ndarray, X: np.ndarray) -> list[list[dict]]:
+    schema = model.schema
+    levels = [None] * len(schema.numeric) + list(schema.categorical.values())
+    return scorecard.reasons(contrib, schema.features, X, levels, model.card.n_reasons)
+
+
+def _score(model: FinanceModel, frame: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Feature matrix, PD/score/grade columns, and the SHAP contributions."""
+    X = to_matrix(frame, model.schema)
+    pd_, points, grades, contrib = _scores(model, X)
     return (
         X,
         pd.DataFrame({"pd": pd_, "score": points, "grade": grades}, index=frame.index),
@@ -161,9 +174,26 @@ def _score(model: FinanceModel, frame: pd.DataFrame) -> tuple[np.ndarray, pd.Dat
 def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
     """PD, score, grade and up to `n_reasons` reasons (feature, value, direction) per row."""
     X, out, contrib = _score(model, frame)
-    schema = model.schema
-    levels = [None] * len(schema.numeric) + list(schema.categorical.values())
-    out["reasons"] = scorecard.reasons(contrib, schema.features, X, levels, model.card.n_reasons)
+    out["reasons"] = _reasons(model, contrib, X)
+    return out
+
+
+def predict_records(model: FinanceModel, requests: list[list[dict[str, Any]]]) -> list[list[dict]]:
+    """`predict` for a few validated records, without pandas: every request's rows in one
+    feature matrix and one LightGBM call, the answers split back per request."""
+    rows = [record for records in requests for record in records]
+    X = model.schema.record_matrix(rows)
+    pd_, points, grades, contrib = _scores(model, X)
+    answers = [
+        {"pd": p, "score": s, "grade": g, "reasons": r}
+        for p, s, g, r in zip(
+            pd_.tolist(), points.tolist(), grades.tolist(), _reasons(model, contrib, X), strict=True
+        )
+    ]
+    out, start = [], 0
+    for records in requests:
+        out.append(answers[start : start + len(records)])
+        start += len(records)
     return out
 
 

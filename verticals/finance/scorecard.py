@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 
@@ -19,13 +20,18 @@ def scores(pd_: np.ndarray, cfg: ScorecardConfig) -> np.ndarray:
 
 def grades(points: np.ndarray, cfg: ScorecardConfig) -> np.ndarray:
     """The first grade (best first) whose lower bound the score reaches; else the last."""
-    names = [str(name) for name, _ in cfg.grades]
-    bounds = np.array([bound for _, bound in cfg.grades], dtype=float)
-    order = np.argsort(-bounds)
-    names = [names[i] for i in order]
-    bounds = bounds[order]
-    pos = np.searchsorted(-bounds, -points.astype(float), side="left")
-    return np.array(names + [names[-1]], dtype=object)[np.minimum(pos, len(names) - 1)]
+    names, bounds = _grade_table(tuple((str(name), float(bound)) for name, bound in cfg.grades))
+    pos = np.searchsorted(bounds, -points.astype(float), side="left")
+    return names[np.minimum(pos, len(names) - 2)]
+
+
+@cache
+def _grade_table(grades: tuple[tuple[str, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Grade names best first (the last repeated) and their negated lower bounds, sorted:
+    built once per scorecard, not per request."""
+    ordered = sorted(grades, key=lambda pair: -pair[1])
+    names = np.array([n for n, _ in ordered] + [ordered[-1][0]], dtype=object)
+    return names, np.array([-b for _, b in ordered])
 
 
 def readable(feature: str) -> str:
@@ -38,8 +44,8 @@ def _ranked(contrib: np.ndarray, n_features: int, n: int) -> tuple[np.ndarray, n
     An effect that rounds to zero played no part: callers leave its slot empty.
     """
     values = contrib[:, :n_features]
-    top = np.argsort(-np.abs(values), axis=1)[:, :n]
-    return top, np.round(np.take_along_axis(values, top, axis=1), 4)
+    top = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :n]  # ties: feature order
+    return top, np.round(values[np.arange(len(values))[:, None], top], 4)
 
 
 def top_reasons(contrib: np.ndarray, features: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,18 +55,6 @@ def top_reasons(contrib: np.ndarray, features: list[str], n: int) -> tuple[np.nd
     names = np.array([readable(f) for f in features], dtype=object)[top]
     names[effects == 0.0] = None
     return names, np.where(effects == 0.0, np.nan, effects)
-
-
-def _cell_values(X: np.ndarray, levels: list[list[str] | None]) -> list[list[object]]:
-    """Each feature's values as plain Python (category names, floats; None when missing)."""
-    columns = []
-    for j, names in enumerate(levels):
-        values = X[:, j].tolist()
-        if names is None:
-            columns.append([None if v != v else v for v in values])
-        else:
-            columns.append([None if v != v else names[int(v)] for v in values])
-    return columns
 
 
 def reasons(
@@ -79,14 +73,13 @@ def reasons(
     """
     top, effects = _ranked(contrib, len(features), n)
     names = [readable(f) for f in features]
-    cells = _cell_values(X, levels)
     out = []
-    for row, (cols, row_effects) in enumerate(zip(top.tolist(), effects.tolist(), strict=True)):
+    for x, cols, row_effects in zip(X.tolist(), top.tolist(), effects.tolist(), strict=True):
         out.append(
             [
                 {
                     "feature": names[j],
-                    "value": cells[j][row],
+                    "value": _cell(x[j], levels[j]),
                     "direction": "raises risk" if effect > 0 else "lowers risk",
                     "log_odds": effect,
                 }
@@ -95,3 +88,10 @@ def reasons(
             ]
         )
     return out
+
+
+def _cell(value: float, names: list[str] | None) -> object:
+    """A feature's value as plain Python: its category name, the number, or None (missing)."""
+    if value != value:
+        return None
+    return value if names is None else names[int(value)]

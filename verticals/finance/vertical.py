@@ -25,6 +25,7 @@ class FinanceVertical(RecordVertical):
     load = staticmethod(model.load)
     request_schema = staticmethod(schema.request_schema)
     predict = staticmethod(model.predict)
+    predict_records = staticmethod(model.predict_records)
     predict_table = staticmethod(model.predict_table)
     example_inputs = staticmethod(data.example_inputs)
     describe = staticmethod(evaluation.describe)

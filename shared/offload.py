@@ -1,0 +1,101 @@
+"""Big record requests scored in a process of their own, so small ones never wait on them.
+
+A 100,000-record body takes seconds to parse, validate, score and write back, and most of
+that holds Python's interpreter lock: in a thread it would stall the event loop, and with
+it `/health` and every single-record request, for the whole time. A child process with
+its own copy of the model takes that work, on the table (pandas) path, which is the
+fast one for big inputs. The child starts at the first big request (a few seconds: it
+loads the bundle) and answers with the response bytes, so the server only moves bytes.
+If it cannot start, big requests are answered in a thread of the server, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from verticals.core.contract import RecordVertical, records_of
+from verticals.core.errors import UserError
+from verticals.core.logs import get_logger
+from verticals.core.records import BadRequest, RecordCodec
+
+log = get_logger("offload")
+Served = tuple[RecordVertical, Any, RecordCodec, str]  # vertical, model, codec, version
+_served: Served | None = None  # set in the child
+
+
+class Offload:
+    """One child process holding the bundle's model, for request bodies over a size."""
+
+    def __init__(self, bundle_path: Path, served: Served) -> None:
+        self.bundle_path = bundle_path
+        self.served = served  # the server's own model: the fallback when no child starts
+        self._pool: ProcessPoolExecutor | None = None
+        self.pid: int | None = None  # the child's, once started
+        self._failed = False
+        self._starting = asyncio.Lock()
+
+    def _start(self) -> None:
+        """Start the child and load the model there (seconds; run off the event loop)."""
+        pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),  # fork would copy threads
+            initializer=_load,
+            initargs=(str(self.bundle_path),),
+        )
+        try:
+            self.pid = pool.submit(os.getpid).result()  # once the child has loaded the model
+        except Exception:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        self._pool = pool
+
+    async def answer(self, body: bytes) -> tuple[int, bytes, int]:
+        """(200 or 422, the JSON answer, records scored) for a request `body`."""
+        async with self._starting:
+            if self._pool is None and not self._failed:
+                try:
+                    await asyncio.to_thread(self._start)
+                except Exception:  # noqa: BLE001 - serve anyway, in this process
+                    log.exception("no process for big requests; they run in the server")
+                    self._failed = True
+        if self._pool is None:
+            return await asyncio.to_thread(answer_table, body, self.served)
+        return await asyncio.wrap_future(self._pool.submit(answer_table, body))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _load(bundle_path: str) -> None:
+    from verticals.core.bundle import load_bundle
+
+    global _served
+    bundle = load_bundle(bundle_path)
+    assert isinstance(bundle.vertical, RecordVertical)
+    codec = RecordCodec.of(bundle.vertical, bundle.model)
+    _served = (bundle.vertical, bundle.model, codec, bundle.model_version)
+
+
+def answer_table(body: bytes, served: Served | None = None) -> tuple[int, bytes, int]:
+    """A whole request through the table path: parse, one `predict`, the JSON answer."""
+    served = served or _served
+    assert served is not None, "the offload process has no model"
+    vertical, model, codec, version = served
+    try:
+        records = codec.parse(body)
+        rows = records_of(vertical.predict(model, pd.DataFrame(records)))
+    except BadRequest as exc:
+        return 422, json.dumps(exc.body()).encode(), 0
+    except UserError as exc:
+        return 422, json.dumps(BadRequest(exc.message).body()).encode(), 0
+    return 200, codec.encode(version, rows), len(records)
