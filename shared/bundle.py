@@ -36,7 +36,7 @@ SUITE = "verticals"  # the distribution of the core
 _COPIED = ("config.yaml", "metrics.json", "run.json", "model_card.md")
 _CORE_LIBS = (
     "numpy", "pandas", "pyarrow", "pydantic", "hydra-core", "omegaconf",
-    "fastapi", "uvicorn", "prometheus-client", "python-multipart",
+    "fastapi", "uvicorn", "httptools", "uvloop", "prometheus-client", "python-multipart",
 )  # fmt: skip
 
 
