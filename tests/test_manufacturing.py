@@ -36,6 +36,8 @@ from verticals.manufacturing import checks, dataset, synthetic, voc  # noqa: E40
 from verticals.manufacturing.model import (  # noqa: E402
     BOX_TOLERANCE_PX,
     CONF_TOLERANCE,
+    DefectModel,
+    onnx_batch,
     read_image,
 )
 
@@ -257,6 +259,82 @@ def test_predict_folder_writes_a_table_or_annotated_images(
     (inputs / "broken.jpg").unlink()
     out = predict_folder(manufacturing_bundle, inputs, tmp_path / "annotated", progress=False)
     assert len(list((tmp_path / "annotated").glob("*.jpg"))) == 3 and len(out) == 3
+
+
+def test_predict_paths_batches_and_equals_predict_path_each(
+    manufacturing_bundle, manufacturing_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's micro-batch: one detector call, and each file's own answer, byte for byte."""
+    import cv2
+
+    vertical, model = manufacturing_bundle.vertical, manufacturing_bundle.model
+    assert onnx_batch(model.onnx) is None and model.batch_limit() > 1  # dynamic export
+    assert vertical.batches_well(model)
+    paths = list(manufacturing_run.splits.test.images[:6])
+    images = [read_image(p) for p in paths[:2]]
+    wide = tmp_path / "wide.png"  # another size in the same batch: padded on its own
+    cv2.imwrite(str(wide), np.concatenate([images[0], images[1][:, :64]], axis=1)[..., ::-1])
+    paths.append(wide)
+    single = [vertical.predict_path(model, p) for p in paths]
+    assert len({json.dumps(o.summary["detections"]) for o in single}) > 1  # the parts differ
+
+    net, calls = model.network(), []
+    predict = net.predict
+
+    def counted(images: list[np.ndarray], **kwargs: object) -> list:
+        calls.append(len(images))
+        return predict(images, **kwargs)
+
+    monkeypatch.setattr(net, "predict", counted)
+    for expected in ([7], [3, 3, 1]):
+        if expected == [3, 3, 1]:  # as a graph exported with a fixed batch of 3 would take
+            monkeypatch.setattr(model, "batch_limit", lambda runtime=None: 3)
+        calls.clear()
+        batched = vertical.predict_paths(model, paths)
+        assert calls == expected  # one detector call per batch, not per image
+        assert [o.summary for o in batched] == [o.summary for o in single]
+        assert [o.content for o in batched] == [o.content for o in single]
+        assert {(o.suffix, o.media_type) for o in batched} == {(".jpg", "image/jpeg")}
+
+
+def test_predict_paths_fails_on_a_corrupt_file(
+    manufacturing_bundle, manufacturing_run, tmp_path: Path
+) -> None:
+    """One bad file fails the batch call (the server then retries the files one by one)."""
+    good = manufacturing_run.splits.test.images[:2]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(UserError, match="broken.jpg cannot be read as an image"):
+        manufacturing_bundle.vertical.predict_paths(
+            manufacturing_bundle.model, [good[0], broken, good[1]]
+        )
+
+
+def test_fixed_batch_onnx_goes_an_image_at_a_time(tmp_path: Path) -> None:
+    """Bundles exported before the dynamic export hold a batch-1 graph: no batches, and the
+    server is told so (no micro-batching wait for nothing)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def graph(batch: int | str) -> Path:
+        shape = [batch, 3, 8, 8]
+        node = helper.make_node("Identity", ["images"], ["output0"])
+        g = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("images", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("output0", TensorProto.FLOAT, shape)],
+        )
+        path = tmp_path / f"b{batch}.onnx"
+        onnx.save(helper.make_model(g), str(path))
+        return path
+
+    assert onnx_batch(graph(1)) == 1 and onnx_batch(graph("batch")) is None
+    inspection = {"conf": 0.25, "iou": 0.7, "fail_threshold": 0.5}
+    old = DefectModel(tmp_path / "m.pt", ["hole"], 8, inspection, graph(1), "onnxruntime")
+    assert old.batch_limit() == 1 and not old.batches_well()
+    new = DefectModel(tmp_path / "m.pt", ["hole"], 8, inspection, graph("batch"), "onnxruntime")
+    assert new.batch_limit() > 1 and new.batches_well()
 
 
 def _yolo_set(root: Path) -> Path:

@@ -200,6 +200,24 @@ def test_predict_folder_writes_masks_and_names_failures(
     assert "volumes_ml_organ" in table and "corrupt.nii.gz" in table
 
 
+def test_predict_paths_equals_predict_path_each(
+    medical_run: pipeline.TrainResult, tmp_path: Path
+) -> None:
+    """A server's micro-batch gets each file's own answer; one bad file fails the call (the
+    server retries the files one by one). No batching pays here: see `batches_well`."""
+    vertical, model = medical_run.vertical, medical_run.model
+    assert not vertical.batches_well(model)
+    paths = vertical.example_files(medical_run.splits, 3, tmp_path / "in")
+    batched = vertical.predict_paths(model, paths)
+    single = [vertical.predict_path(model, p) for p in paths]
+    assert [o.summary for o in batched] == [o.summary for o in single]
+    assert [o.content for o in batched] == [o.content for o in single]
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="corrupt.nii.gz cannot be read"):
+        vertical.predict_paths(model, [paths[0], corrupt, paths[1]])
+
+
 def test_predict_folder_keeps_same_named_cases_apart(
     medical_run: pipeline.TrainResult, medical_bundle, tmp_path: Path
 ) -> None:

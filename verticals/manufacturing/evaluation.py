@@ -148,7 +148,8 @@ parts failed (false rejects). Per image: `inspections.csv`.
 
 ## Serving
 
-The bundle holds `model.pt` (PyTorch) and `model.onnx` (static 1x3x{model.imgsz}x{model.imgsz});
+The bundle holds `model.pt` (PyTorch) and `model.onnx` (Nx3x{model.imgsz}x{model.imgsz}: a
+batch of images per call, as a server micro-batches uploads);
 {served} serves it (`inspection.runtime`). Both give the same detections within
 {BOX_TOLERANCE_PX:g} px and {CONF_TOLERANCE:g} confidence. Metrics above come from the PyTorch
 weights (ultralytics' val, image size {model.imgsz}).

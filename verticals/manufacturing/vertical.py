@@ -27,11 +27,15 @@ class ManufacturingVertical(FileVertical):
     save = staticmethod(model.save)
     load = staticmethod(model.load)
     predict_path = staticmethod(files.predict_path)
+    predict_paths = staticmethod(files.predict_paths)
     example_files = staticmethod(files.example_files)
     describe = staticmethod(evaluation.describe)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Inspection
+
+    def batches_well(self, model: Any) -> bool:
+        return model.batches_well()
 
     def library_versions(self) -> list[str]:
         return [
