@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import tempfile
 from pathlib import Path
@@ -14,10 +15,12 @@ pytest.importorskip("torch")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from tests.fastpath import assert_same_answers, validated  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.batch import predict_file  # noqa: E402
 from verticals.core.bundle import load_bundle, write_bundle  # noqa: E402
+from verticals.core.contract import records_of  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 from verticals.traffic import graph, sensors, synthetic  # noqa: E402
@@ -231,3 +234,111 @@ def test_distance_table_must_cover_the_sensors(tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match="sensors c of the data appear in no row"):
         graph.load(tmp_path / "d.csv", ["a", "b", "c"])
+
+
+def _plain(frame: pd.DataFrame) -> list[dict]:
+    """A frame's rows as dicts, missing values as None."""
+    return [{k: None if pd.isna(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+def _readings(frame: pd.DataFrame) -> list[dict]:
+    """A frame's readings as a client sends them: ISO times, null for a missing value."""
+    return [{**r, "timestamp": r["timestamp"].isoformat()} for r in _plain(frame)]
+
+
+def _windows(traffic_run, n: int) -> pd.DataFrame:
+    """`n` test windows (readings with a `window` column) of the trained model."""
+    sensors = len(traffic_run.model.sensors)
+    inputs = traffic_run.vertical.example_inputs(traffic_run.splits, n * sensors)
+    assert inputs["window"].nunique() == n
+    return inputs
+
+
+def test_fast_path_answers_as_the_table_path(traffic_run, monkeypatch) -> None:
+    vertical, model = traffic_run.vertical, traffic_run.model
+    inputs = _windows(traffic_run, 3)
+    one = inputs[inputs["window"] == inputs["window"].iloc[0]].drop(columns="window")
+    holes = one.assign(value=one["value"].where(np.arange(len(one)) % 5 != 0, None))
+    holes = holes.assign(value=holes["value"].where(np.arange(len(one)) % 7 != 0, 0.0))
+    tokyo = one.assign(timestamp=one["timestamp"].dt.tz_localize("Asia/Tokyo"))
+    shuffled = inputs.sample(frac=1.0, random_state=0)  # windows answered in order of first reading
+    calls: list[int] = []
+    forecast = model.forecast
+    monkeypatch.setattr(model, "forecast", lambda x, *a, **k: calls.append(len(x)) or forecast(x))
+    requests = [_readings(f) for f in (one, inputs, holes, tokyo, shuffled)]
+    for request in requests:  # the demo window, several windows, gaps, another zone, disorder
+        assert_same_answers(vertical, model, [request])
+    answers = assert_same_answers(vertical, model, requests)  # several requests together
+    calls.clear()
+    vertical.predict_records(model, [validated(vertical, model, r) for r in requests])
+    assert calls == [1 + 3 + 1 + 1 + 3]  # every window of the call in one forecast
+    n = len(model.sensors) * 3
+    assert [len(a) for a in answers] == [n, 3 * n, n, n, 3 * n]
+    assert answers[3] == answers[0]  # naive training data: an aware reading keeps its wall-clock
+    assert answers[1][0]["window"] == inputs["window"].iloc[0] and answers[0][0]["window"] is None
+    assert answers[0] == records_of(vertical.predict(model, one))  # the records' own table
+    row = answers[0][0]
+    assert [type(row[k]) for k in ("sensor", "horizon_min", "speed", "alert")] == [
+        str, int, float, bool]  # fmt: skip
+    assert isinstance(row["timestamp"], pd.Timestamp) and row["timestamp"].tzinfo is None
+
+
+def test_fast_path_converts_aware_readings_to_the_training_zone(traffic_run) -> None:
+    vertical = traffic_run.vertical
+    model = dataclasses.replace(traffic_run.model, tz="America/Los_Angeles")
+    one = _windows(traffic_run, 1).drop(columns="window")
+    local = one.assign(timestamp=one["timestamp"].dt.tz_localize("America/Los_Angeles"))
+    tokyo = local.assign(timestamp=local["timestamp"].dt.tz_convert("Asia/Tokyo"))
+    offsets = _readings(tokyo)  # one reading per zone offset: the same instants
+    for i, record in enumerate(offsets):
+        stamp = tokyo["timestamp"].iloc[i].tz_convert(f"Etc/GMT-{i % 3}")
+        record["timestamp"] = stamp.isoformat()
+    answers = assert_same_answers(vertical, model, [_readings(one), _readings(tokyo), offsets])
+    assert answers[1] == answers[2] == answers[0]  # Los Angeles wall-clock time, however sent
+
+
+def test_fast_path_refuses_as_the_table_path(traffic_run) -> None:
+    vertical, model = traffic_run.vertical, traffic_run.model
+    inputs = _windows(traffic_run, 2)
+    one = inputs[inputs["window"] == inputs["window"].iloc[0]].drop(columns="window")
+    first, last = one["timestamp"].min(), one["timestamp"].max()
+    steps = sorted(one["timestamp"].unique())
+    later = one[one["timestamp"] == first].assign(timestamp=last + pd.Timedelta(minutes=5))
+    bad = one.assign(value=one["value"].astype(object))
+    bad.iloc[3, bad.columns.get_loc("value")] = "fast"
+    cases = {
+        "unknown sensor(s) nope, x1": pd.concat([one, one.iloc[:2].assign(sensor=["nope", "x1"])]),
+        "two readings at the same time": pd.concat([one, one.iloc[:1]]),
+        "has 11 timestamps; expected the latest 12": one[one["timestamp"] != first],
+        "is not one 5-minute step": pd.concat([one[one["timestamp"] != steps[5]], later]),
+        "negative or infinite speeds": one.assign(
+            value=np.where(one.index == one.index[4], -1.0, one["value"])
+        ),
+        "negative or infinite speeds; send": one.assign(value=np.inf),
+        "no window while others have one": inputs.assign(
+            window=inputs["window"].where(np.arange(len(inputs)) != 5, None)
+        ),
+        f"window {inputs['window'].iloc[-1]}: a sensor has two": pd.concat([inputs, inputs[-1:]]),
+    }
+    unchecked = {  # what the request schema refuses, checked all the same for other callers
+        "a value is not a number": bad,
+        "timestamp 'soon' is not a date and time": one.assign(timestamp="soon"),
+        "a reading has no timestamp": one.assign(timestamp=None),
+        "no column value": one.drop(columns="value"),
+    }
+    for match, frame in {**cases, **unchecked}.items():
+        records = validated(vertical, model, _readings(frame)) if match in cases else _plain(frame)
+        with pytest.raises(UserError) as table:
+            vertical.predict(model, pd.DataFrame(records))
+        with pytest.raises(UserError) as fast:
+            vertical.predict_records(model, [validated(vertical, model, _readings(one)), records])
+        assert match in str(table.value)
+        assert str(fast.value) == str(table.value), match
+
+
+def test_batches_well_on_a_gpu_and_where_measured(traffic_run) -> None:
+    vertical, model = traffic_run.vertical, traffic_run.model
+    assert vertical.batches_well(dataclasses.replace(model, device="cuda:0")) is True
+    alone, together = model.batch_gain(4, repeats=1)
+    assert alone > 0 and together > 0
+    assert isinstance(vertical.batches_well(model), bool)

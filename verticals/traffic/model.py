@@ -4,7 +4,10 @@ speeds per sensor and horizon out, with the baselines it is judged against."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
+from datetime import tzinfo
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +46,46 @@ class TrafficModel:
             self._nets[name] = net.to(self.device).eval()
         return self._nets[name]
 
+    @cached_property
+    def columns(self) -> dict[str, int]:
+        """Sensor id -> column of the speed array, built once: serving looks up every reading."""
+        return {s: i for i, s in enumerate(self.sensors)}
+
+    @cached_property
+    def zone(self) -> tzinfo | None:
+        """The training zone as the tzinfo pandas uses for `tz`, so plain `datetime` maths
+        converts aware readings as `Timestamp.tz_convert(tz)` does."""
+        return pd.Timestamp(0, tz=self.tz).tzinfo if self.tz else None
+
     def features(self, speeds: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
         """(T, N, 3) inputs from raw speeds (0 = missing) at `times`, as in training."""
+        return self.features_at(speeds, np.asarray(times.hour * 60 + times.minute))
+
+    def features_at(self, speeds: np.ndarray, minute_of_day: np.ndarray) -> np.ndarray:
+        """(..., T, N, 3) inputs from (..., T, N) speeds (0 = missing) and each step's minute
+        of the day (..., T): element by element, so a stack of windows at once gives each
+        window what it gets alone."""
         present = speeds > 0
         scaled = np.where(present, (speeds - self.mean) / self.std, 0.0)
-        minutes = np.asarray(times.hour * 60 + times.minute) / (24 * 60)
-        tod = np.broadcast_to(minutes[:, None], speeds.shape)
+        tod = np.broadcast_to((np.asarray(minute_of_day) / (24 * 60))[..., None], speeds.shape)
         return np.stack([scaled, tod, (~present).astype(np.float32)], -1).astype(np.float32)
+
+    def batch_gain(self, windows: int = 8, repeats: int = 3) -> tuple[float, float]:
+        """Seconds per window of the served network: alone (one call per window) and
+        `windows` in one call, best of `repeats` after a warm-up (first calls build kernels)."""
+        inputs = np.zeros((windows, self.input_steps, len(self.sensors), 3), np.float32)
+        alone, together = float("inf"), float("inf")
+        for attempt in range(repeats + 1):
+            started = time.perf_counter()
+            for i in range(windows):
+                self.forecast(inputs[i : i + 1])
+            middle = time.perf_counter()
+            self.forecast(inputs)
+            ended = time.perf_counter()
+            if attempt:
+                alone = min(alone, (middle - started) / windows)
+                together = min(together, (ended - middle) / windows)
+        return alone, together
 
     def forecast(self, inputs: np.ndarray, name: str | None = None, batch: int = 256) -> np.ndarray:
         """(W, output_steps, N) speeds from (W, input_steps, N, 3) inputs."""

@@ -4,6 +4,7 @@ it is imported only when traffic runs; torch still loads on first use."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -11,7 +12,12 @@ from pydantic import BaseModel
 from verticals.core.contract import RecordVertical
 from verticals.core.runs import resume_training
 from verticals.traffic import config, data, evaluation, model, schema, training
-from verticals.traffic.predict import forecast_rows
+from verticals.traffic.predict import forecast_records, forecast_rows
+
+log = logging.getLogger(__name__)
+
+#: Batching pays on a CPU when a window costs this many times less in a call of 8.
+CPU_GAIN = 2.0
 
 
 class TrafficVertical(RecordVertical):
@@ -28,6 +34,7 @@ class TrafficVertical(RecordVertical):
     save = staticmethod(model.save)
     load = staticmethod(model.load)
     predict = staticmethod(forecast_rows)
+    predict_records = staticmethod(forecast_records)
     example_inputs = staticmethod(data.example_inputs)
     describe = staticmethod(evaluation.describe)
 
@@ -39,3 +46,18 @@ class TrafficVertical(RecordVertical):
 
     def library_versions(self) -> list[str]:
         return ["torch", "h5py"]
+
+    def batches_well(self, model: Any) -> bool:
+        """On a GPU, always. On a CPU, measured on this model: 8 windows in one call against
+        8 calls of one, worth the wait for company only when a window costs over
+        `CPU_GAIN` times less batched (per-call overhead dominates small graphs, the
+        convolutions big ones)."""
+        if str(model.device).startswith("cuda"):
+            return True
+        alone, together = model.batch_gain(8)
+        gain = alone / together
+        log.info(
+            "traffic: one window %.2f ms alone, %.2f ms in a call of 8 (%.1fx)",
+            alone * 1e3, together * 1e3, gain,
+        )  # fmt: skip
+        return gain > CPU_GAIN
