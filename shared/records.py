@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError, create_model
+from pydantic_core import to_json
 
 from verticals.core.contract import RecordVertical
 
@@ -110,11 +111,26 @@ class RecordCodec:
             errors = exc.errors(include_url=False)
             raise BadRequest(describe_errors(errors, ("record",)), errors) from None
 
-    def encode(self, model_version: str, rows: list[dict[str, Any]]) -> bytes:
+    def encode(
+        self, model_version: str, rows: list[dict[str, Any]], sample: int | None = None
+    ) -> bytes:
         """The JSON answer, checked against the response schema (a vertical's bug is a 500
-        here, not a malformed answer)."""
-        checked = self.answer.validate_python({"model_version": model_version, "predictions": rows})
-        return self.answer.dump_json(checked, by_alias=True)
+        here, not a malformed answer).
+
+        With `sample`, a long answer is checked on its first `sample` rows only and written
+        as it is, which is seconds faster for 100,000 rows with nested lists: rows of one
+        table path share their types, and if the sample's checked JSON differs in any byte
+        from the unchecked one, every row is checked after all.
+        """
+        answer = {"model_version": model_version, "predictions": rows}
+        if sample is not None and len(rows) > sample:
+            head = {"model_version": model_version, "predictions": rows[:sample]}
+            if self._checked(head) == to_json(head, inf_nan_mode="null"):
+                return to_json(answer, inf_nan_mode="null")
+        return self._checked(answer)
+
+    def _checked(self, answer: dict[str, Any]) -> bytes:
+        return self.answer.dump_json(self.answer.validate_python(answer), by_alias=True)
 
 
 def _json_message(exc: ValidationError) -> str:

@@ -305,7 +305,8 @@ class _RecordPredict:
         self.bundle, self.vertical, self.model, self.scored = bundle, vertical, model, scored
         self.codec = RecordCodec.of(vertical, model)
         self.fast = vertical.predict_records  # checked against the table path in `warm`
-        self.inline = False  # set in `warm`: one record takes less than a thread hop
+        self.inline = False  # set in `warm`: one request takes less than a thread hop
+        self.inline_records = 0  # ... of this many records
         self.batcher: MicroBatcher[list[dict], list[dict]] | None = None
         if batching:
             self.batcher = MicroBatcher(
@@ -335,7 +336,9 @@ class _RecordPredict:
                     "serving through predict (slower)", self.vertical.name
                 )  # fmt: skip
                 self.fast = RecordVertical.predict_records.__get__(self.vertical)
-            self.inline = _seconds(lambda: self.fast(self.model, [records[:1]])) < INLINE_S
+            one = _first_request(records, self.vertical.group_column)
+            self.inline = _seconds(lambda: self.fast(self.model, [one])) < INLINE_S
+            self.inline_records = len(one)
             log.info(
                 "%s: small requests are scored %s", self.vertical.name,
                 "on the event loop" if self.inline else "in threads",
@@ -355,7 +358,7 @@ class _RecordPredict:
             records = self.codec.parse(body)  # microseconds per record: on the event loop
             if self.batcher is not None:
                 rows = await self.batcher.submit(records)
-            elif self.inline and len(records) == 1:
+            elif self.inline and len(records) <= self.inline_records:
                 rows = self.fast(self.model, [records])[0]
             else:  # off the event loop: requests overlap, and torch releases the GIL
                 rows = (await run_in_threadpool(self.fast, self.model, [records]))[0]
@@ -384,6 +387,14 @@ class _RecordPredict:
             if count:
                 self.scored.inc(count)
             return Response(content, status_code=status, media_type="application/json")
+
+
+def _first_request(records: list[dict[str, Any]], group: str | None) -> list[dict[str, Any]]:
+    """One request as a client sends it: a record, or every record of the first group (a
+    traffic window is all its readings)."""
+    if group is None:
+        return records[:1]
+    return [r for r in records if r.get(group) == records[0].get(group)]
 
 
 def _seconds(work: Callable[[], Any], repeats: int = 5) -> float:

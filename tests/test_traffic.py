@@ -268,7 +268,8 @@ def test_fast_path_answers_as_the_table_path(traffic_run, monkeypatch) -> None:
     requests = [_readings(f) for f in (one, inputs, holes, tokyo, shuffled)]
     for request in requests:  # the demo window, several windows, gaps, another zone, disorder
         assert_same_answers(vertical, model, [request])
-    answers = assert_same_answers(vertical, model, requests)  # several requests together
+    # several requests together (float32 kernels may move a forecast by one 0.01 step)
+    answers = assert_same_answers(vertical, model, requests, together_within=0.011)
     calls.clear()
     vertical.predict_records(model, [validated(vertical, model, r) for r in requests])
     assert calls == [1 + 3 + 1 + 1 + 3]  # every window of the call in one forecast
@@ -293,7 +294,8 @@ def test_fast_path_converts_aware_readings_to_the_training_zone(traffic_run) -> 
     for i, record in enumerate(offsets):
         stamp = tokyo["timestamp"].iloc[i].tz_convert(f"Etc/GMT-{i % 3}")
         record["timestamp"] = stamp.isoformat()
-    answers = assert_same_answers(vertical, model, [_readings(one), _readings(tokyo), offsets])
+    requests = [_readings(one), _readings(tokyo), offsets]
+    answers = assert_same_answers(vertical, model, requests, together_within=0.011)
     assert answers[1] == answers[2] == answers[0]  # Los Angeles wall-clock time, however sent
 
 
