@@ -68,7 +68,7 @@ def bundle_for(vertical: str, root: Path, device: str) -> Path:
     say(f"training a {vertical} model for the benchmark ...")
     overrides = [*TRAINING[vertical], f"trainer.device={device}", f"paths.root_dir={root}"]
     result = pipeline.train(compose("train", vertical, overrides))
-    return write_bundle(result.run_dir, root / "bundles" / vertical)
+    return write_bundle(result.run_dir, root / "bundles")  # -> bundles/<vertical>/<version>
 
 
 def one_request(bundle: Path) -> bytes:

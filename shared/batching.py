@@ -42,6 +42,7 @@ class MicroBatcher(Generic[Item, Answer]):
         wait_s: float,
         size: Callable[[Item], int] = lambda item: 1,
         observe: Callable[[int], Any] | None = None,
+        initializer: Callable[[], Any] | None = None,
     ) -> None:
         self.run_batch = run_batch
         self.observe = observe  # called with each model call's number of inputs
@@ -50,7 +51,9 @@ class MicroBatcher(Generic[Item, Answer]):
         self.size = size
         self.batches = 0  # how many model calls served how many items: for /metrics, tests
         self.items = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="microbatch")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="microbatch", initializer=initializer
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, item: Item) -> Answer:

@@ -137,10 +137,13 @@ class ServeConfig:
     # record bodies above this many KiB are scored in a process of their own (the table
     # path), so that /health and small requests keep answering; null: all in the server
     big_request_kib: int | None = 1024
+    # OpenMP/BLAS threads per model call while serving (concurrent requests and workers use
+    # the other cores); null: the libraries' own defaults (every core)
+    model_threads: int | None = 1
 
     def __post_init__(self) -> None:
         check_range(self, "port", ge=0, le=65535)  # 0: any free port
-        check_ranges(self, "workers max_batch big_request_kib", ge=1)
+        check_ranges(self, "workers max_batch big_request_kib model_threads", ge=1)
         check_range(self, "batch_wait_ms", ge=0, le=1000)
 
 

@@ -15,6 +15,8 @@ import asyncio
 import json
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ class Offload:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),  # fork would copy threads
             initializer=_load,
-            initargs=(str(self.bundle_path),),
+            initargs=(str(self.bundle_path), os.getpid()),
         )
         try:
             self.pid = pool.submit(os.getpid).result()  # once the child has loaded the model
@@ -77,14 +79,23 @@ class Offload:
             self._pool = None
 
 
-def _load(bundle_path: str) -> None:
+def _load(bundle_path: str, parent: int) -> None:
     from verticals.core.bundle import load_bundle
 
     global _served
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     bundle = load_bundle(bundle_path)
     assert isinstance(bundle.vertical, RecordVertical)
     codec = RecordCodec.of(bundle.vertical, bundle.model)
     _served = (bundle.vertical, bundle.model, codec, bundle.model_version)
+
+
+def _exit_with(parent: int) -> None:
+    """End this child when the server that started it is gone (killed, or stopped before
+    it could shut the pool down): an orphan would hold a model's memory for ever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def answer_table(body: bytes, served: Served | None = None) -> tuple[int, bytes, int]:

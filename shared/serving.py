@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import Body, FastAPI, File, Query, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -308,10 +308,11 @@ class _RecordPredict:
         self.inline = False  # set in `warm`: one request takes less than a thread hop
         self.inline_records = 0  # ... of this many records
         self.batcher: MicroBatcher[list[dict], list[dict]] | None = None
+        self.pool = ModelThreads(options.model_threads)
         if batching:
             self.batcher = MicroBatcher(
                 self._score_batch, options.max_batch, options.batch_wait_ms / 1000, size=len,
-                observe=batch_sizes.observe,
+                observe=batch_sizes.observe, initializer=self.pool.initializer,
             )  # fmt: skip
         kib = options.big_request_kib
         self.big_bytes = None if kib is None else kib * 1024
@@ -349,6 +350,7 @@ class _RecordPredict:
             self.batcher.close()
         if self.offload is not None:
             self.offload.close()
+        self.pool.close()
 
     async def answer(self, body: bytes) -> tuple[int, bytes, int]:
         """(status, JSON answer, records scored) for a request body."""
@@ -361,7 +363,7 @@ class _RecordPredict:
             elif self.inline and len(records) <= self.inline_records:
                 rows = self.fast(self.model, [records])[0]
             else:  # off the event loop: requests overlap, and torch releases the GIL
-                rows = (await run_in_threadpool(self.fast, self.model, [records]))[0]
+                rows = (await self.pool.run(self.fast, self.model, [records]))[0]
         except BadRequest as exc:
             return 422, json.dumps(exc.body()).encode(), 0
         except UserError as exc:
@@ -387,6 +389,34 @@ class _RecordPredict:
             if count:
                 self.scored.inc(count)
             return Response(content, status_code=status, media_type="application/json")
+
+
+class ModelThreads:
+    """The threads that run the model for requests, each limited to `threads` OpenMP/BLAS
+    threads (threadpoolctl): a server's concurrency comes from its requests and workers.
+
+    Measured on 2 cores: a traffic forecast that takes 4.5 ms on the main thread took 10 ms
+    on any other thread with torch's 2 OpenMP threads, and 3.5 ms with 1; a medical volume
+    119 ms vs 112 ms. Small LightGBM calls already pass `num_threads=1`.
+    """
+
+    def __init__(self, threads: int | None, workers: int = 4) -> None:
+        self.threads = threads
+        self.initializer = self._limit if threads else None
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="predict", initializer=self.initializer
+        )
+
+    def _limit(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=self.threads)  # OpenMP: this thread; BLAS: the process
+
+    async def run(self, work: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _first_request(records: list[dict[str, Any]], group: str | None) -> list[dict[str, Any]]:
@@ -429,10 +459,11 @@ class _FilePredict:
         assert isinstance(vertical, FileVertical)
         self.bundle, self.vertical, self.model, self.scored = bundle, vertical, bundle.model, scored
         self.batcher: MicroBatcher[tuple[str, bytes], FileOutput] | None = None
+        self.pool = ModelThreads(options.model_threads)
         if batching:
             self.batcher = MicroBatcher(
                 self._run, options.max_batch, options.batch_wait_ms / 1000,
-                observe=batch_sizes.observe,
+                observe=batch_sizes.observe, initializer=self.pool.initializer,
             )  # fmt: skip
 
     def warm(self) -> None:
@@ -441,6 +472,7 @@ class _FilePredict:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+        self.pool.close()
 
     def _run(self, uploads: list[tuple[str, bytes]]) -> list[FileOutput]:
         """Outputs for uploads, each written under its own name into a temporary folder."""
@@ -461,7 +493,7 @@ class _FilePredict:
     async def _predict(self, name: str, data: bytes) -> FileOutput:
         if self.batcher is not None:
             return await self.batcher.submit((name, data))
-        return (await run_in_threadpool(self._run, [(name, data)]))[0]
+        return (await self.pool.run(self._run, [(name, data)]))[0]
 
     def add_to(self, app: FastAPI) -> None:
         vertical = self.vertical

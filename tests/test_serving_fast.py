@@ -150,7 +150,7 @@ def test_a_worker_is_warm_before_its_first_request(toy_bundle: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "key"),
     [("serve.max_batch=0", "max_batch"), ("serve.batch_wait_ms=-1", "batch_wait_ms"),
-     ("serve.big_request_kib=0", "big_request_kib")],
+     ("serve.big_request_kib=0", "big_request_kib"), ("serve.model_threads=0", "model_threads")],
 )  # fmt: skip
 def test_serving_settings_are_checked(override: str, key: str) -> None:
     from verticals.configs import compose
