@@ -1,10 +1,11 @@
 """Micro-batching: concurrent requests scored by one model call, then answered separately.
 
 The way LitServe and Triton's dynamic batcher do it: the first waiting request opens a
-batch; requests arriving within `wait_s` join it, up to `max_batch` inputs; the batch runs
-in one thread while the next one gathers. A model that runs much faster per input on
-batches (a network on a GPU) gets its throughput; one that does not only pays the wait,
-which is why `serve.batching=auto` asks the vertical (`Vertical.batches_well`).
+batch; requests arriving within `wait_s` of it join it, up to `max_batch` inputs; the batch
+runs in one thread, and requests arriving meanwhile form the next one. A model that runs
+much faster per input on batches (a network on a GPU) gets its throughput; one that does
+not only pays the wait, which is why `serve.batching=auto` asks the vertical
+(`Vertical.batches_well`).
 
 If the batch call fails with a `UserError` (one bad input among good ones), each request
 is retried alone, so only the bad one gets the error.
@@ -30,10 +31,15 @@ class _Waiting(Generic[Item, Answer]):
     item: Item
     size: int
     future: asyncio.Future[Answer] = field(repr=False)
+    arrived: float = 0.0  # loop time: the batch it opens closes `wait_s` after this
 
 
 class MicroBatcher(Generic[Item, Answer]):
-    """Gathers items from concurrent requests into calls of `run_batch(items) -> answers`."""
+    """Gathers items from concurrent requests into calls of `run_batch(items) -> answers`.
+
+    `size(item)` is how many model inputs an item holds (a request of 3 records: 3; a
+    traffic window of 360 readings: 1), so `max_batch` bounds what the model sees.
+    """
 
     def __init__(
         self,
@@ -45,25 +51,27 @@ class MicroBatcher(Generic[Item, Answer]):
         initializer: Callable[[], Any] | None = None,
     ) -> None:
         self.run_batch = run_batch
-        self.observe = observe  # called with each model call's number of inputs
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.size = size
-        self.batches = 0  # how many model calls served how many items: for /metrics, tests
+        self.observe = observe  # called with each model call's number of inputs
+        self.batches = 0  # how many model calls served how many items: for tests
         self.items = 0
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="microbatch", initializer=initializer
-        )
+        self._initializer = initializer
+        self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Answer:
         """The answer for `item`, once its batch has run (its own exception, if it failed)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new event loop (test clients make one)
             self._loop, self._pending, self._arrived = loop, deque(), asyncio.Event()
+            self._task = None
+        if self._task is None or self._task.done():  # (re)start the gatherer
             self._task = loop.create_task(self._gather())
         future: asyncio.Future[Answer] = loop.create_future()
-        self._pending.append(_Waiting(item, max(self.size(item), 1), future))
+        self._pending.append(_Waiting(item, max(self.size(item), 1), future, loop.time()))
         self._arrived.set()
         return await future
 
@@ -82,12 +90,14 @@ class MicroBatcher(Generic[Item, Answer]):
         return self._pending[0]
 
     async def _gather(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Form batches for ever: the first waiting item opens one, which closes when full
+        or `wait_s` after that item arrived (items that queued while the previous batch ran
+        join at once). Whatever goes wrong, each batch's futures are settled."""
         while True:
             first = await self._next(float("inf"))
             assert first is not None
             batch, total = [self._pending.popleft()], first.size
-            deadline = loop.time() + self.wait_s
+            deadline = first.arrived + self.wait_s
             while total < self.max_batch:
                 waiting = await self._next(deadline)
                 if waiting is None or total + waiting.size > self.max_batch:
@@ -95,15 +105,29 @@ class MicroBatcher(Generic[Item, Answer]):
                 batch.append(self._pending.popleft())
                 total += waiting.size
             batch = [w for w in batch if not w.future.done()]  # clients that went away
-            if batch:
-                await self._run(batch)
+            try:
+                if batch:
+                    await self._run(batch)
+            except BaseException as exc:  # noqa: BLE001 - no request may wait for ever
+                for waiting in batch:
+                    _settle(waiting.future, exception=exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+
+    async def _call(self, items: list[Item]) -> list[Answer]:
+        if self._executor is None:  # (again) after `close`: an app may be started twice
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="microbatch", initializer=self._initializer
+            )
+        loop = asyncio.get_running_loop()
+        answers = await loop.run_in_executor(self._executor, self.run_batch, items)
+        if len(answers) != len(items):
+            raise RuntimeError(f"a batch of {len(items)} inputs got {len(answers)} answers")
+        return answers
 
     async def _run(self, batch: list[_Waiting[Item, Answer]]) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            answers = await loop.run_in_executor(
-                self._executor, self.run_batch, [w.item for w in batch]
-            )
+            answers = await self._call([w.item for w in batch])
         except UserError as exc:
             if len(batch) > 1:  # one bad input among good ones: each alone, each its answer
                 for waiting in batch:
@@ -122,12 +146,15 @@ class MicroBatcher(Generic[Item, Answer]):
             _settle(waiting.future, result=answer)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
 
 def _settle(
     future: asyncio.Future[Any], result: Any = None, exception: BaseException | None = None
 ) -> None:
+    """Answer a waiting request, unless it is answered already or its client went away."""
     if future.done():
         return
     if exception is not None:

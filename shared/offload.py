@@ -12,23 +12,22 @@ If it cannot start, big requests are answered in a thread of the server, as befo
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from verticals.core.contract import RecordVertical, records_of
+from verticals.core.contract import RecordVertical
 from verticals.core.errors import UserError
 from verticals.core.logs import get_logger
-from verticals.core.records import BadRequest, RecordCodec
+from verticals.core.records import BadRequest, RecordCodec, unprocessable
 
 log = get_logger("offload")
+START_TIMEOUT_S = 300  # a child that has not loaded the model by then never will
 CHECKED_ROWS = 1000  # a big answer's rows checked against the response schema (all: slow)
 Served = tuple[RecordVertical, Any, RecordCodec, str]  # vertical, model, codec, version
 _served: Served | None = None  # set in the child
@@ -43,7 +42,7 @@ class Offload:
         self._pool: ProcessPoolExecutor | None = None
         self.pid: int | None = None  # the child's, once started
         self._failed = False
-        self._starting = asyncio.Lock()
+        self._starting: asyncio.Lock | None = None  # made on the serving loop, at first use
 
     def _start(self) -> None:
         """Start the child and load the model there (seconds; run off the event loop)."""
@@ -53,15 +52,23 @@ class Offload:
             initializer=_load,
             initargs=(str(self.bundle_path), os.getpid()),
         )
-        try:
-            self.pid = pool.submit(os.getpid).result()  # once the child has loaded the model
+        try:  # returns once the child has loaded the model
+            self.pid = pool.submit(os.getpid).result(timeout=START_TIMEOUT_S)
         except Exception:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         self._pool = pool
 
     async def answer(self, body: bytes) -> tuple[int, bytes, int]:
-        """(200 or 422, the JSON answer, records scored) for a request `body`."""
+        """(200 or 422, the JSON answer, output rows) for a request `body`.
+
+        Big requests wait for one child to start (under a lock: two at once would start
+        two). A child that cannot start, or dies (out of memory on a huge body, killed),
+        leaves this request and the next ones to a thread of the server until a new child
+        starts at the following big request.
+        """
+        if self._starting is None:
+            self._starting = asyncio.Lock()
         async with self._starting:
             if self._pool is None and not self._failed:
                 try:
@@ -69,9 +76,16 @@ class Offload:
                 except Exception:  # noqa: BLE001 - serve anyway, in this process
                     log.exception("no process for big requests; they run in the server")
                     self._failed = True
-        if self._pool is None:
-            return await asyncio.to_thread(answer_table, body, self.served)
-        return await asyncio.wrap_future(self._pool.submit(answer_table, body))
+        pool = self._pool
+        if pool is not None:
+            try:
+                return await asyncio.wrap_future(pool.submit(answer_table, body))
+            except BrokenProcessPool:
+                log.error("the big-request process died; starting a new one at the next")
+                pool.shutdown(wait=False, cancel_futures=True)
+                if self._pool is pool:
+                    self._pool = None
+        return await asyncio.to_thread(answer_table, body, self.served)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -105,9 +119,7 @@ def answer_table(body: bytes, served: Served | None = None) -> tuple[int, bytes,
     vertical, model, codec, version = served
     try:
         records = codec.parse(body)
-        rows = records_of(vertical.predict(model, pd.DataFrame(records)))
-    except BadRequest as exc:
-        return 422, json.dumps(exc.body()).encode(), 0
-    except UserError as exc:
-        return 422, json.dumps(BadRequest(exc.message).body()).encode(), 0
-    return 200, codec.encode(version, rows, sample=CHECKED_ROWS), len(records)
+        rows = RecordVertical.predict_records(vertical, model, [records])[0]  # the table path
+    except (BadRequest, UserError) as exc:
+        return 422, unprocessable(exc), 0
+    return 200, codec.encode(version, rows, sample=CHECKED_ROWS), len(rows)

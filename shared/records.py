@@ -8,6 +8,7 @@ edge, shared by the small-request path, the micro-batcher and the big-request pr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError, create_model
 from pydantic_core import to_json
 
 from verticals.core.contract import RecordVertical
+from verticals.core.errors import UserError
 
 
 class BadRequest(ValueError):
@@ -28,6 +30,13 @@ class BadRequest(ValueError):
     def body(self) -> dict[str, Any]:
         """The 422 answer: the readable message, and pydantic's errors when there are any."""
         return {"message": self.message, "detail": error_details(self.errors)}
+
+
+def unprocessable(exc: BadRequest | UserError) -> bytes:
+    """The JSON body of a 422 for a bad request or a `UserError` (its hint included)."""
+    if isinstance(exc, UserError):
+        exc = BadRequest(str(exc))
+    return json.dumps(exc.body()).encode()
 
 
 def describe_errors(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> str:

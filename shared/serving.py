@@ -16,24 +16,20 @@ its own, on the table path (`offload.Offload`), so it never stalls the small one
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
-from fastapi import Body, FastAPI, File, Query, UploadFile
+from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,19 +39,16 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from pydantic import BaseModel, create_model
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from verticals.core.batching import MicroBatcher
 from verticals.core.bundle import Bundle, io_schema, load_bundle
-from verticals.core.config import Batching, ServeConfig
-from verticals.core.contract import FileOutput, FileVertical, RecordVertical
+from verticals.core.config import ServeConfig
+from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
-from verticals.core.examples import EXAMPLES, example_body, warm_up
+from verticals.core.examples import EXAMPLES, warm_up
 from verticals.core.logs import get_logger
-from verticals.core.offload import Offload
-from verticals.core.records import BadRequest, RecordCodec
+from verticals.core.records import BadRequest
+from verticals.core.routes import FilePredict, RecordPredict
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
@@ -63,13 +56,10 @@ SERVE_ENV = "VERTICALS_SERVE"  # the serve.* settings as JSON, for the worker pr
 FEEDBACK_ENV = "VERTICALS_FEEDBACK_DIR"  # where /feedback writes (the bundle's image sets it)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
 Warm = Literal["now", "background", "startup"]
-# Work below this runs on the event loop: handing it to a thread and back costs about as
-# much (~0.1-0.3 ms), and the GIL lets only one of them run at a time anyway.
-INLINE_S = 0.001
 
 
-def _unprocessable(message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=422, content=BadRequest(message, errors).body())
+def _unprocessable(message: str) -> JSONResponse:
+    return JSONResponse(status_code=422, content=BadRequest(message).body())
 
 
 def create_app(
@@ -108,12 +98,8 @@ def create_app(
     )
     exposition = _exposition_registry(registry)
 
-    batching = _batching(options, vertical, model)
-    if isinstance(vertical, FileVertical):
-        route = _FilePredict(bundle, scored, options, batching, batch_sizes)
-    else:
-        route = _RecordPredict(bundle, scored, options, batching, batch_sizes)
-    state.batching = batching
+    kind = FilePredict if isinstance(vertical, FileVertical) else RecordPredict
+    route = kind(bundle, scored, options, batch_sizes)
 
     def warm_now() -> None:
         state.phase = "warming up"
@@ -136,8 +122,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm == "background":
             app.state.warm_up = asyncio.create_task(asyncio.to_thread(warm_in_background))
-        elif warm == "startup":  # this worker takes no request until it is warm
-            await asyncio.to_thread(warm_now)
+        elif warm == "startup":  # this worker takes no request until it is warm (or failed:
+            await asyncio.to_thread(warm_in_background)  # then /ready says why, and 503)
         try:
             yield
         finally:
@@ -170,7 +156,7 @@ def create_app(
             "metrics": bundle.metrics,
             "versions": bundle.manifest.get("versions", {}),
             "schema": schema,
-            "serving": {"batching": batching, "max_batch": options.max_batch,
+            "serving": {"batching": route.batching, "max_batch": options.max_batch,
                         "batch_wait_ms": options.batch_wait_ms,
                         "big_request_kib": options.big_request_kib},
         }  # fmt: skip
@@ -211,14 +197,6 @@ class ServingState:
     model_version: str
     ready: bool = False
     phase: str = "loading"
-    batching: bool = False
-
-
-def _batching(options: ServeConfig, vertical: Any, model: Any) -> bool:
-    """Whether to micro-batch: as set, or (auto) where the vertical's model gains from it."""
-    if Batching(options.batching) is Batching.auto:
-        return options.max_batch > 1 and bool(vertical.batches_well(model))
-    return Batching(options.batching) is Batching.on and options.max_batch > 1
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -287,269 +265,6 @@ def _exposition_registry(own: CollectorRegistry) -> CollectorRegistry:
     combined = CollectorRegistry()
     multiprocess.MultiProcessCollector(combined)
     return combined
-
-
-class _RecordPredict:
-    """`POST /predict` for record verticals: one JSON record or a list of them."""
-
-    def __init__(
-        self,
-        bundle: Bundle,
-        scored: Counter,
-        options: ServeConfig,
-        batching: bool,
-        batch_sizes: Histogram,
-    ) -> None:
-        vertical, model = bundle.vertical, bundle.model
-        assert isinstance(vertical, RecordVertical)
-        self.bundle, self.vertical, self.model, self.scored = bundle, vertical, model, scored
-        self.codec = RecordCodec.of(vertical, model)
-        self.fast = vertical.predict_records  # checked against the table path in `warm`
-        self.inline = False  # set in `warm`: one request takes less than a thread hop
-        self.inline_records = 0  # ... of this many records
-        self.batcher: MicroBatcher[list[dict], list[dict]] | None = None
-        self.pool = ModelThreads(options.model_threads)
-        if batching:
-            self.batcher = MicroBatcher(
-                self._score_batch, options.max_batch, options.batch_wait_ms / 1000, size=len,
-                observe=batch_sizes.observe, initializer=self.pool.initializer,
-            )  # fmt: skip
-        kib = options.big_request_kib
-        self.big_bytes = None if kib is None else kib * 1024
-        served = (vertical, model, self.codec, bundle.model_version)
-        self.offload = None if kib is None else Offload(bundle.path, served)
-
-    def _score_batch(self, requests: list[list[dict]]) -> list[list[dict]]:
-        return self.fast(self.model, requests)
-
-    def warm(self) -> None:
-        """Score the examples through the fast path too, and serve the table path if the
-        two disagree (a vertical's bug must not change answers)."""
-        own = type(self.vertical).predict_records is not RecordVertical.predict_records
-        body = example_body(self.bundle.path / EXAMPLES) if own else None
-        if body is not None:
-            records = self.codec.parse(body)
-            fast = self.fast(self.model, [records])[0]
-            table = RecordVertical.predict_records(self.vertical, self.model, [records])[0]
-            if fast != table:
-                log.warning(
-                    "%s: predict_records differs from predict on the bundle's examples; "
-                    "serving through predict (slower)", self.vertical.name
-                )  # fmt: skip
-                self.fast = RecordVertical.predict_records.__get__(self.vertical)
-            one = _first_request(records, self.vertical.group_column)
-            self.inline = _seconds(lambda: self.fast(self.model, [one])) < INLINE_S
-            self.inline_records = len(one)
-            log.info(
-                "%s: small requests are scored %s", self.vertical.name,
-                "on the event loop" if self.inline else "in threads",
-            )  # fmt: skip
-
-    def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
-        if self.offload is not None:
-            self.offload.close()
-        self.pool.close()
-
-    async def answer(self, body: bytes) -> tuple[int, bytes, int]:
-        """(status, JSON answer, records scored) for a request body."""
-        if self.offload is not None and self.big_bytes is not None and len(body) > self.big_bytes:
-            return await self.offload.answer(body)
-        try:
-            records = self.codec.parse(body)  # microseconds per record: on the event loop
-            if self.batcher is not None:
-                rows = await self.batcher.submit(records)
-            elif self.inline and len(records) <= self.inline_records:
-                rows = self.fast(self.model, [records])[0]
-            else:  # off the event loop: requests overlap, and torch releases the GIL
-                rows = (await self.pool.run(self.fast, self.model, [records]))[0]
-        except BadRequest as exc:
-            return 422, json.dumps(exc.body()).encode(), 0
-        except UserError as exc:
-            return 422, json.dumps(BadRequest(exc.message).body()).encode(), 0
-        return 200, self.codec.encode(self.bundle.model_version, rows), len(records)
-
-    def add_to(self, app: FastAPI) -> None:
-        single = self.codec.record_schema.model_json_schema()  # type: ignore[attr-defined]
-        body_schema = {"anyOf": [single, {"type": "array", "items": single}]}
-
-        @app.post(
-            "/predict",
-            response_model=self.codec.output_schema,
-            openapi_extra={
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": body_schema}},
-                }
-            },
-        )
-        async def predict(request: Request) -> Response:
-            status, content, count = await self.answer(await request.body())
-            if count:
-                self.scored.inc(count)
-            return Response(content, status_code=status, media_type="application/json")
-
-
-class ModelThreads:
-    """The threads that run the model for requests, each limited to `threads` OpenMP/BLAS
-    threads (threadpoolctl): a server's concurrency comes from its requests and workers.
-
-    Measured on 2 cores: a traffic forecast that takes 4.5 ms on the main thread took 10 ms
-    on any other thread with torch's 2 OpenMP threads, and 3.5 ms with 1; a medical volume
-    119 ms vs 112 ms. Small LightGBM calls already pass `num_threads=1`.
-    """
-
-    def __init__(self, threads: int | None, workers: int = 4) -> None:
-        self.threads = threads
-        self.initializer = self._limit if threads else None
-        self._pool = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="predict", initializer=self.initializer
-        )
-
-    def _limit(self) -> None:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=self.threads)  # OpenMP: this thread; BLAS: the process
-
-    async def run(self, work: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _first_request(records: list[dict[str, Any]], group: str | None) -> list[dict[str, Any]]:
-    """One request as a client sends it: a record, or every record of the first group (a
-    traffic window is all its readings)."""
-    if group is None:
-        return records[:1]
-    return [r for r in records if r.get(group) == records[0].get(group)]
-
-
-def _seconds(work: Callable[[], Any], repeats: int = 5) -> float:
-    """The fastest of a few runs of `work`: what it costs when nothing else is running."""
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
-class OutputFile(BaseModel):
-    name: str
-    media_type: str
-    base64: str
-
-
-class _FilePredict:
-    """`POST /predict` for file verticals: a multipart upload in; the summary and the output
-    file (base64 in JSON, or the raw file with `?format=file`) out."""
-
-    def __init__(
-        self,
-        bundle: Bundle,
-        scored: Counter,
-        options: ServeConfig,
-        batching: bool,
-        batch_sizes: Histogram,
-    ) -> None:
-        vertical = bundle.vertical
-        assert isinstance(vertical, FileVertical)
-        self.bundle, self.vertical, self.model, self.scored = bundle, vertical, bundle.model, scored
-        self.batcher: MicroBatcher[tuple[str, bytes], FileOutput] | None = None
-        self.pool = ModelThreads(options.model_threads)
-        if batching:
-            self.batcher = MicroBatcher(
-                self._run, options.max_batch, options.batch_wait_ms / 1000,
-                observe=batch_sizes.observe, initializer=self.pool.initializer,
-            )  # fmt: skip
-
-    def warm(self) -> None:
-        """Nothing beyond the examples' `predict_path`: uploads take no other path."""
-
-    def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
-        self.pool.close()
-
-    def _run(self, uploads: list[tuple[str, bytes]]) -> list[FileOutput]:
-        """Outputs for uploads, each written under its own name into a temporary folder."""
-        with tempfile.TemporaryDirectory(prefix="verticals-upload-") as tmp:
-            paths = []
-            for i, (name, data) in enumerate(uploads):
-                path = Path(tmp) / str(i) / name  # readers pick the format from the ending
-                path.parent.mkdir()
-                path.write_bytes(data)
-                paths.append(path)
-            try:
-                return self.vertical.predict_paths(self.model, paths)
-            except UserError as exc:  # the temporary folder means nothing to the client
-                if len(paths) > 1:
-                    raise  # the batcher retries each upload alone, with its own message
-                raise UserError(exc.message.replace(str(paths[0]), uploads[0][0])) from None
-
-    async def _predict(self, name: str, data: bytes) -> FileOutput:
-        if self.batcher is not None:
-            return await self.batcher.submit((name, data))
-        return (await self.pool.run(self._run, [(name, data)]))[0]
-
-    def add_to(self, app: FastAPI) -> None:
-        vertical = self.vertical
-        output = vertical.response_schema(self.model)
-        endings = ", ".join(vertical.input_suffixes)
-        response = create_model(
-            "PredictResponse",
-            model_version=(str, ...),
-            input=(str, ...),
-            prediction=(output, ...),
-            output_file=(OutputFile | None, None),
-        )
-        version = self.bundle.model_version
-
-        # Annotations are strings here (postponed evaluation): FastAPI resolves them against
-        # the module's globals, so they must not name this function's locals.
-        @app.post("/predict", response_model=response)
-        async def predict(
-            file: Annotated[UploadFile, File(description="one input file (endings: /metadata)")],
-            fmt: Annotated[
-                Literal["json", "summary", "file"],
-                Query(
-                    alias="format",
-                    description="json: summary + base64 file; summary: no file; file: raw file",
-                ),
-            ] = "json",
-        ) -> Any:
-            name = Path(file.filename or "").name
-            if not vertical.accepts_name(name):
-                return _unprocessable(f"file {name!r} must end with one of: {endings}")
-            data = await file.read()
-            if not data:
-                return _unprocessable(f"file {name!r} is empty")
-            try:
-                result = await self._predict(name, data)
-            except UserError as exc:
-                message = exc.message if name in exc.message else f"{name}: {exc.message}"
-                return _unprocessable(message)
-            summary = output.model_validate(result.summary).model_dump(mode="json", by_alias=True)
-            self.scored.inc()
-            out_name = f"{vertical.stem(Path(name))}{result.suffix}"
-            if fmt == "file":
-                ascii_name = out_name.encode("ascii", "replace").decode().replace('"', "_")
-                headers = {  # RFC 6266: an ASCII fallback and the UTF-8 name
-                    "Content-Disposition": f'attachment; filename="{ascii_name}"; '
-                    f"filename*=UTF-8''{quote(out_name)}",
-                    "X-Prediction": json.dumps(summary),
-                }
-                return Response(result.content, media_type=result.media_type, headers=headers)
-            answer = {"model_version": version, "input": name, "prediction": summary}
-            if fmt == "json":
-                encoded = base64.b64encode(result.content).decode("ascii")
-                answer["output_file"] = {
-                    "name": out_name, "media_type": result.media_type, "base64": encoded
-                }  # fmt: skip
-            return answer
 
 
 def options_from_env() -> ServeConfig:

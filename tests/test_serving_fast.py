@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,29 @@ def test_one_bad_record_in_a_batch_fails_only_its_request(
     assert "x=-1" in answers[1].json()["message"]
 
 
+def test_a_broken_batch_fails_its_requests_not_the_server(
+    toy_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vertical that answers a batch with the wrong number of rows fails that batch's
+    requests with a 500; the batcher lives on and answers the next ones."""
+    bundle = load_bundle(toy_bundle)
+    real = bundle.vertical.predict_records
+    broken = [True]
+
+    def once_wrong(model: Any, requests: list[list[dict]]) -> list[list[dict]]:
+        if broken.pop() if broken else False:
+            return []
+        return real(model, requests)
+
+    monkeypatch.setattr(bundle.vertical, "predict_records", once_wrong)
+    options = ServeConfig(batching="on", max_batch=4, batch_wait_ms=100)  # type: ignore[arg-type]
+    app = create_app(bundle, options=options)
+    first = asyncio.run(_post_together(app, [{"x": 1.0}, {"x": 2.0}]))
+    assert [a.status_code for a in first] == [500, 500]
+    again = asyncio.run(_post_together(app, [{"x": 1.0}, {"x": 2.0}]))
+    assert [a.status_code for a in again] == [200, 200]
+
+
 def test_batching_auto_asks_the_vertical(toy_bundle: Path) -> None:
     """The toy model gains nothing from batches: `auto` leaves batching off."""
     app = create_app(toy_bundle, options=ServeConfig())
@@ -137,6 +161,11 @@ def test_big_requests_answer_as_small_ones(
         bad = client.post("/predict", content=json.dumps(records).encode())
         assert bad.status_code == 422 and bad.json()["message"].startswith("record[7].age")
         offload = app.state.predict.offload  # the big ones came from another process
+        assert offload.pid is not None and offload.pid != os.getpid()
+        os.kill(offload.pid, signal.SIGKILL)  # the process dies (out of memory, say) ...
+        again = client.post("/predict", content=body)  # ... and the request is still answered
+        assert again.status_code == 200 and again.json() == big.json()
+        assert client.post("/predict", content=body).status_code == 200  # by a new child
         assert offload.pid is not None and offload.pid != os.getpid()
 
 

@@ -344,3 +344,38 @@ def test_batches_well_on_a_gpu_and_where_measured(traffic_run) -> None:
     alone, together = model.batch_gain(4, repeats=1)
     assert alone > 0 and together > 0
     assert isinstance(vertical.batches_well(model), bool)
+
+
+def test_a_server_micro_batches_windows_not_readings(traffic_bundle, traffic_run) -> None:
+    """Three window requests sent together reach the model as one call of 3 inputs (a
+    window is one input, whatever its number of readings), each answered its own."""
+    import asyncio
+    import re
+
+    import httpx
+
+    from verticals.core.config import ServeConfig
+
+    options = ServeConfig(batching="on", max_batch=8, batch_wait_ms=500)
+    app = create_app(traffic_bundle, options=options)
+    inputs = _windows(traffic_run, 3)
+    bodies = [_readings(w.drop(columns="window")) for _, w in inputs.groupby("window")]
+    solo = TestClient(create_app(traffic_bundle))
+    expected = [solo.post("/predict", json=b).json()["predictions"] for b in bodies]
+
+    async def together() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return list(await asyncio.gather(*(client.post("/predict", json=b) for b in bodies)))
+
+    answers = asyncio.run(together())
+    for answer, want in zip(answers, expected, strict=True):
+        got = answer.json()["predictions"]
+        assert [(g["sensor"], g["horizon_min"]) for g in got] == [
+            (w["sensor"], w["horizon_min"]) for w in want
+        ]
+        assert max(abs(g["speed"] - w["speed"]) for g, w in zip(got, want, strict=True)) <= 0.011
+    metrics = TestClient(app).get("/metrics").text
+    calls = re.search(r"^verticals_batch_inputs_count (\S+)$", metrics, re.MULTILINE)
+    inputs_seen = re.search(r"^verticals_batch_inputs_sum (\S+)$", metrics, re.MULTILINE)
+    assert calls and inputs_seen and (float(calls[1]), float(inputs_seen[1])) == (1.0, 3.0)
