@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/medical.py
 	$(BIN)/python benchmarks/manufacturing.py
 	$(BIN)/python benchmarks/traffic.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf runs bundles feedback cache
