@@ -105,9 +105,9 @@ def wrk_load(url: str, body: bytes, clients: int, seconds: float, tmp: Path) -> 
         '  io.write(string.format("non2xx %d\\n", summary.errors.status))\n'
         "end\n"
     )
-    threads = min(clients, 2)
+    threads, duration = min(clients, 2), f"{max(int(seconds), 1)}s"
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{clients}", f"-d{max(int(seconds), 1)}s", "--latency", "-s", str(script),
+        ["wrk", f"-t{threads}", f"-c{clients}", f"-d{duration}", "--latency", "-s", str(script),
          url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
