@@ -40,6 +40,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verticals.core.bundle import Bundle, io_schema, load_bundle
@@ -57,6 +58,7 @@ SERVE_ENV = "VERTICALS_SERVE"  # the serve.* settings as JSON, for the worker pr
 FEEDBACK_ENV = "VERTICALS_FEEDBACK_DIR"  # where /feedback writes (the bundle's image sets it)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
 Warm = Literal["now", "background", "startup"]
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
 
 
 def _unprocessable(message: str) -> JSONResponse:
@@ -257,6 +259,9 @@ class _Observe:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:  # the client left mid-body: nobody to answer, nothing broke
+            log.info("request %s %s: the client went away", request_id, scope["path"])
+            status = CLIENT_CLOSED
         except Exception:  # an unhandled error: the client gets a 500 with its id, not a hang
             log.exception("request %s %s %s failed", request_id, scope["method"], scope["path"])
             status = 500

@@ -208,3 +208,28 @@ def test_serving_settings_are_checked(override: str, key: str) -> None:
 
     with pytest.raises(ConfigValueError, match=f"serve.{key}="):
         compose("serve", "finance", [override])
+
+
+def test_a_client_that_leaves_mid_body_is_counted_not_crashed(toy_bundle: Path) -> None:
+    """A client gone before its body arrived is counted as 499 (nginx's "client closed
+    request"), not as a 500 with a traceback."""
+    app = create_app(toy_bundle)
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent == []  # nobody to answer
+    metrics = TestClient(app).get("/metrics").text
+    assert 'verticals_requests_total{path="/predict",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
