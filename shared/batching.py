@@ -55,8 +55,6 @@ class MicroBatcher(Generic[Item, Answer]):
         self.wait_s = wait_s
         self.size = size
         self.observe = observe  # called with each model call's number of inputs
-        self.batches = 0  # how many model calls served how many items: for tests
-        self.items = 0
         self._initializer = initializer
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,7 +137,6 @@ class MicroBatcher(Generic[Item, Answer]):
             for waiting in batch:
                 _settle(waiting.future, exception=exc)
             return
-        self.batches, self.items = self.batches + 1, self.items + len(batch)
         if self.observe is not None:
             self.observe(sum(w.size for w in batch))
         for waiting, answer in zip(batch, answers, strict=True):

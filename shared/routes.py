@@ -240,7 +240,8 @@ class OutputFile(BaseModel):
     base64: str
 
 
-def _unprocessable(message: str) -> JSONResponse:
+def unprocessable_response(message: str) -> JSONResponse:
+    """A 422 naming what is wrong, in the same shape as a bad record's."""
     return JSONResponse(status_code=422, content=BadRequest(message).body())
 
 
@@ -304,15 +305,15 @@ class FilePredict(_Predict):
         ) -> Any:
             name = Path(file.filename or "").name
             if not vertical.accepts_name(name):
-                return _unprocessable(f"file {name!r} must end with one of: {endings}")
+                return unprocessable_response(f"file {name!r} must end with one of: {endings}")
             data = await file.read()
             if not data:
-                return _unprocessable(f"file {name!r} is empty")
+                return unprocessable_response(f"file {name!r} is empty")
             try:
                 result = await self._predict(name, data)
             except UserError as exc:
                 message = str(exc) if name in exc.message else f"{name}: {exc}"
-                return _unprocessable(message)
+                return unprocessable_response(message)
             summary = output.model_validate(result.summary).model_dump(mode="json", by_alias=True)
             self.scored.inc()
             out_name = f"{vertical.stem(Path(name))}{result.suffix}"

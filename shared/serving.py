@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,8 +50,7 @@ from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, warm_up
 from verticals.core.logs import get_logger
-from verticals.core.records import BadRequest
-from verticals.core.routes import FilePredict, RecordPredict
+from verticals.core.routes import FilePredict, RecordPredict, unprocessable_response
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
@@ -59,10 +59,6 @@ FEEDBACK_ENV = "VERTICALS_FEEDBACK_DIR"  # where /feedback writes (the bundle's 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
 Warm = Literal["now", "background", "startup"]
 CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
-
-
-def _unprocessable(message: str) -> JSONResponse:
-    return JSONResponse(status_code=422, content=BadRequest(message).body())
 
 
 def create_app(
@@ -179,7 +175,9 @@ def create_app(
             try:
                 lines.append(json.dumps(record, allow_nan=False) + "\n")
             except ValueError:
-                return _unprocessable(f"feedback[{i}] holds NaN or Infinity; send null instead")
+                return unprocessable_response(
+                    f"feedback[{i}] holds NaN or Infinity; send null instead"
+                )
         feedback_path.parent.mkdir(parents=True, exist_ok=True)
         with feedback_path.open("a") as fh:
             fh.writelines(lines)
@@ -292,11 +290,10 @@ def options_from_env() -> ServeConfig:
     return ServeConfig(**json.loads(given)) if given else ServeConfig()
 
 
-def options_to_env(options: Any) -> str:
-    """`serve.*` settings as the JSON `options_from_env` reads."""
-    if dataclasses.is_dataclass(options):
-        options = dataclasses.asdict(options)  # type: ignore[arg-type]
-    return json.dumps({k: str(v) if hasattr(v, "value") else v for k, v in dict(options).items()})
+def options_to_env(options: ServeConfig) -> str:
+    """`serve.*` settings as the JSON `options_from_env` reads (enum members as words)."""
+    settings = dataclasses.asdict(options)
+    return json.dumps({k: str(v) if isinstance(v, StrEnum) else v for k, v in settings.items()})
 
 
 def app_from_env() -> FastAPI:
