@@ -120,6 +120,21 @@ class PathsConfig:
     runs_dir: str = "${paths.root_dir}/runs"
     bundles_dir: str = "${paths.root_dir}/bundles"
     cache_dir: str = "${paths.root_dir}/cache"  # generated demo data, preprocessing caches
+    # the embedded tracking store: mlflow.db (runs, model versions) and artifacts/
+    tracking_dir: str = "${paths.runs_dir}/mlflow"
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs and model versions are recorded (MLflow); `tracking=none` turns it off."""
+
+    enabled: bool = True
+    # null: the embedded SQLite store in paths.tracking_dir; or any MLflow tracking URI:
+    # http://mlflow.example:5000, postgresql+psycopg://user@host/db, sqlite:////abs/path.db
+    uri: str | None = None
+    # where a database store puts run artifacts; null: paths.tracking_dir/artifacts
+    artifacts: str | None = None
+    experiment: str | None = None  # null: the vertical's name
 
 
 @dataclass
@@ -140,11 +155,15 @@ class ServeConfig:
     # OpenMP/BLAS threads per model call while serving (concurrent requests and workers use
     # the other cores); null: the libraries' own defaults (every core)
     model_threads: int | None = 1
+    # a server that follows a model version (the registry's champion) asks for it this
+    # often, and on SIGHUP, and swaps to it without dropping a request; null or 0: on SIGHUP
+    reload_seconds: float | None = 5.0
 
     def __post_init__(self) -> None:
         check_range(self, "port", ge=0, le=65535)  # 0: any free port
         check_ranges(self, "workers max_batch big_request_kib model_threads", ge=1)
         check_range(self, "batch_wait_ms", ge=0, le=1000)
+        check_range(self, "reload_seconds", ge=0)
 
 
 def store_schema(group: str, node: Any, name: str = "schema") -> None:
@@ -156,6 +175,7 @@ def register_core_configs() -> None:
     store_schema("trainer", TrainerConfig)
     store_schema("paths", PathsConfig)
     store_schema("serve", ServeConfig)
+    store_schema("tracking", TrackingConfig)
 
 
 def check_config(cfg: DictConfig, prefix: str = "") -> None:

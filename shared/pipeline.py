@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from verticals.core import registry
+from verticals.core import registry, run_tracking
 from verticals.core.config import require_int
 from verticals.core.contract import RunContext, Splits, Vertical
 from verticals.core.device import resolve_device
@@ -43,44 +43,63 @@ def _context(cfg: DictConfig, out_dir: Path, log: logging.Logger) -> RunContext:
     return RunContext(run_dir=out_dir, device=device, seed=seed, log=log)
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None) -> TrainResult:
-    """Load data, fit, evaluate on the test split, save, write the card, move LATEST."""
+def train(cfg: DictConfig, run_dir: Path | None = None, sweep: str | None = None) -> TrainResult:
+    """Load data, fit, evaluate on the test split, save, write the card, move LATEST, and
+    record the run in the tracking store (`cfg.tracking`; `sweep`: the multirun folder a
+    job belongs to, which becomes the parent run)."""
     vertical = registry.get(cfg.vertical)
     cfg = vertical.resolve_config(cfg)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.paths.runs_dir, vertical.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     with log_to_file(run_dir / "train.log") as log:
-        ctx = _context(cfg, run_dir, log)
-        device = ctx.device
-        log.info("%s: run %s on %s", vertical.name, run_dir, device)
+        tracker = run_tracking.start(cfg, vertical.name, run_dir, sweep)
+        try:
+            result = _train(cfg, vertical, run_dir, log, tracker)
+        except BaseException:
+            tracker.failed()
+            raise
+        tracker.finish(vertical, result.model, result.splits, result.metrics)
+    return result
 
-        started = time.perf_counter()
-        splits = vertical.load_data(cfg)
-        log.info("data: %s", ", ".join(f"{k}={v}" for k, v in splits.info.items() if k != "schema"))
-        model = vertical.fit(cfg, splits, ctx)
-        fit_seconds = time.perf_counter() - started
-        metrics = vertical.evaluate(model, splits.test, ctx)
-        vertical.save(model, run_dir / "model")
-        write_examples(vertical, splits, run_dir / EXAMPLES)
 
-        write_json(run_dir / "metrics.json", metrics)
-        run_info = {
-            "vertical": vertical.name,
-            "run": run_dir.name,
-            "created": datetime.now().isoformat(timespec="seconds"),
-            "device": str(device),
-            "fit_seconds": round(fit_seconds, 3),
-            "data": {k: v for k, v in splits.info.items() if k != "schema"},
-            "python": platform.python_version(),
-        }
-        write_json(run_dir / "run.json", run_info)
-        card = model_card(
-            vertical, run_info, metrics, vertical.describe(model, metrics, splits.info)
-        )
-        write_atomic(run_dir / "model_card.md", card)
-        mark_latest(run_dir, Path(cfg.paths.runs_dir) / vertical.name)
-        log.info("%s: %s", vertical.name, format_metrics(metrics))
+def _train(
+    cfg: DictConfig,
+    vertical: Vertical,
+    run_dir: Path,
+    log: logging.Logger,
+    tracker: run_tracking.NoTracking,
+) -> TrainResult:
+    ctx = _context(cfg, run_dir, log)
+    device = ctx.device
+    log.info("%s: run %s on %s", vertical.name, run_dir, device)
+
+    started = time.perf_counter()
+    splits = vertical.load_data(cfg)
+    log.info("data: %s", ", ".join(f"{k}={v}" for k, v in splits.info.items() if k != "schema"))
+    tracker.loaded(splits)
+    model = vertical.fit(cfg, splits, ctx)
+    fit_seconds = time.perf_counter() - started
+    metrics = vertical.evaluate(model, splits.test, ctx)
+    vertical.save(model, run_dir / "model")
+    write_examples(vertical, splits, run_dir / EXAMPLES)
+
+    write_json(run_dir / "metrics.json", metrics)
+    run_info = {
+        "vertical": vertical.name,
+        "run": run_dir.name,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "device": str(device),
+        "fit_seconds": round(fit_seconds, 3),
+        "data": {k: v for k, v in splits.info.items() if k != "schema"},
+        "python": platform.python_version(),
+        **({"tracking": tracker.info()} if tracker.info() else {}),
+    }
+    write_json(run_dir / "run.json", run_info)
+    card = model_card(vertical, run_info, metrics, vertical.describe(model, metrics, splits.info))
+    write_atomic(run_dir / "model_card.md", card)
+    mark_latest(run_dir, Path(cfg.paths.runs_dir) / vertical.name)
+    log.info("%s: %s", vertical.name, format_metrics(metrics))
     return TrainResult(run_dir, metrics, model, splits, vertical)
 
 

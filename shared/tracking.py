@@ -1,28 +1,179 @@
-"""Runs and model versions in MLflow: every training run tracked, every bundle registered.
+"""The MLflow store behind runs and model versions: where it is, and one client for it.
 
-(Work in progress: the champion follower's interface is fixed, its body comes next.)
+By default the store is embedded: a SQLite file and an artifact folder under
+`paths.tracking_dir` (the runs folder), created on first use, no server. `tracking.uri`
+points at any MLflow tracking server (`http://...`) or database (`postgresql+psycopg://...`)
+instead, with nothing else changed; `tracking=none` turns tracking off.
+
+MLflow is imported only here, and only when a store is opened: `import mlflow` costs about
+two seconds, which `verticals --help` and `verticals list` must not pay. MLflow's usage
+telemetry is on by default; it is switched off before the first import, so tracking reaches
+the network only when its URI says so.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from verticals.core.errors import UserError
+from verticals.core.logs import get_logger
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = get_logger("tracking")
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+STORE_FILE = "mlflow.db"
+ARTIFACTS = "artifacts"
+_QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def model_name(vertical: str) -> str:
+    """The registered model of a vertical's bundles."""
+    return f"verticals-{vertical}"
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where runs and model versions are kept: an MLflow tracking URI, and for a database
+    URI the folder its artifacts go to (a tracking server keeps its own)."""
+
+    uri: str
+    artifacts: str | None = None
+
+    @classmethod
+    def of(cls, cfg: Any) -> Store | None:
+        """The store a composed config names (`tracking.*`, `paths.tracking_dir`); None
+        when tracking is off or the config has no `tracking` group (a hand-made config)."""
+        tracking = cfg.get("tracking") if hasattr(cfg, "get") else None
+        if tracking is None or not tracking.get("enabled", False):
+            return None
+        folder = Path(str(cfg.paths.tracking_dir)).expanduser().resolve()
+        uri = tracking.get("uri") or f"sqlite:///{folder / STORE_FILE}"
+        artifacts = tracking.get("artifacts") or (folder / ARTIFACTS).as_uri()
+        return cls(str(uri), str(artifacts) if is_database(str(uri)) else None)
+
+    @property
+    def embedded_file(self) -> Path | None:
+        """The SQLite file of an embedded store (None for a server or another database)."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        return Path(self.uri.removeprefix("sqlite:///"))
+
+    def exists(self) -> bool:
+        """False for an embedded store not created yet: nothing to read, and asking must
+        not create it (a server that follows a champion polls this)."""
+        file = self.embedded_file
+        return file is None or file.is_file()
+
+    def client(self) -> MlflowClient:
+        """An MLflow client of this store (one per process and store); the embedded
+        store's folder is made on first use. A store that cannot be opened is a one-line
+        `UserError` naming the URI."""
+        return _client(self)
+
+    def describe(self) -> str:
+        """The URI without a password, for messages and logs."""
+        parts = urlsplit(self.uri)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return parts._replace(netloc=netloc).geturl()
+        return self.uri
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls, value: str) -> Store:
+        return cls(**json.loads(value))
+
+
+def current_user() -> str:
+    """Who runs the command, for the record of who promoted what."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def is_database(uri: str) -> bool:
+    return urlsplit(uri).scheme.split("+")[0] in _DATABASES
+
+
+def quiet_mlflow() -> None:
+    """MLflow's telemetry off (unless the user chose otherwise), before it is imported."""
+    for key, value in _QUIET.items():
+        os.environ.setdefault(key, value)
+
+
+@cache
+def _client(store: Store) -> MlflowClient:
+    quiet_mlflow()
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    file = store.embedded_file
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+        client._tracking_client.store  # noqa: B018 - opens (and creates) the store now
+    except (MlflowException, OSError, ImportError) as exc:
+        raise UserError(
+            f"cannot open the tracking store {store.describe()}: {_first_line(exc)}",
+            hint="check tracking.uri, or turn tracking off with tracking=none",
+        ) from None
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def experiment_id(store: Store, name: str) -> str:
+    """The id of experiment `name`, created when missing (its artifacts under the store's
+    artifact folder, so nothing lands in the working directory's `mlruns/`)."""
+    client = store.client()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = f"{store.artifacts.rstrip('/')}/{name}" if store.artifacts else None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:  # another process made it meanwhile
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
 
 
 @dataclass(frozen=True)
 class Champion:
     """The bundle that the `champion` alias of `verticals-<vertical>` names, asked afresh on
-    each call (None: the registry has no champion). Servers call it on an interval; it is
-    a plain value, so several server processes can each rebuild it from the environment."""
+    each call (None: no champion yet, or no store yet). Servers call it on an interval; it
+    is a plain value, so each server process can rebuild it from the environment."""
 
     uri: str
     vertical: str
+    artifacts: str | None = None
 
     def __call__(self) -> Path | None:
-        raise NotImplementedError
+        from verticals.core.model_versions import alias_bundle
+
+        store = Store(self.uri, self.artifacts)
+        return alias_bundle(store, self.vertical, CHAMPION) if store.exists() else None
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -30,3 +181,7 @@ class Champion:
     @classmethod
     def from_env(cls, value: str) -> Champion:
         return cls(**json.loads(value))
+
+    @classmethod
+    def of(cls, store: Store, vertical: str) -> Champion:
+        return cls(store.uri, vertical, store.artifacts)

@@ -73,7 +73,8 @@ def test_evaluate_package_predict_without_paths(workdir: Path) -> None:
     out = cli(workdir, "evaluate", "finance").stdout
     assert "roc_auc=" in out
     out = cli(workdir, "package", "finance").stdout
-    bundle = Path(out.split("bundle:")[1].strip())
+    bundle = Path(out.split("bundle:")[1].splitlines()[0].strip())
+    assert "registered verticals-finance version 1 and champion" in out
     assert (workdir / bundle / "manifest.json").is_file()
     from verticals.finance.german import load_shipped
 

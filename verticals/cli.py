@@ -19,10 +19,14 @@ commands:
   train      train on the configured data; writes runs/<vertical>/<time>/ and moves LATEST
   evaluate   re-score a run (run=PATH, default the latest) on its test split
   package    turn a run into a bundle under bundles/<vertical>/ (run=PATH, default latest)
-  serve      serve a bundle over HTTP (bundle=PATH, serve.port=8000)
+  serve      serve the champion over HTTP and follow it (or bundle=PATH; serve.port=8000)
   predict    score a file with a bundle: input=in.csv output=out.parquet
              (file verticals, medical and manufacturing: input=<folder or file>,
              output=<folder> for output files + predictions.csv, or output=<table.csv>)
+  runs       the vertical's runs in the tracking store (MLflow), with the headline metric
+  models     registered versions (package registers each bundle), metrics, aliases
+  promote    make a version the champion that servers follow: version=N reason="..."
+  rollback   move the champion back to the version before the last promotion
   demo       every vertical end to end on built-in demo data, then a summary table
   list       the installed verticals
 
@@ -33,10 +37,16 @@ examples:
   verticals train medical data=decathlon data.root=/data/Task09_Spleen
   verticals train manufacturing data=yolo data.yaml=/data/line3/data.yaml
   verticals train finance --cfg job
+  verticals runs finance
+  verticals promote finance version=2 reason="better on the March holdout"
   verticals serve finance serve.port=8080
+  verticals train finance tracking.uri=http://mlflow.internal:5000
 """
 
-COMMANDS = ("train", "evaluate", "package", "serve", "predict")
+COMMANDS = ("train", "evaluate", "package", "serve", "predict", "runs", "models", "promote",
+            "rollback")  # fmt: skip
+# Only a training run gets a folder of its own: the others would leave empty run folders.
+_NO_OUTPUT = ["hydra.run.dir=.", "hydra.output_subdir=null"]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -156,6 +166,7 @@ def _run_hydra(command: str, vertical: str, args: Sequence[str]) -> Any:
     sys.argv = [
         f"verticals {command} {vertical}",
         *vertical_overrides(vertical),
+        *(_NO_OUTPUT if command != "train" else []),
         *overrides,
         *flags,
     ]

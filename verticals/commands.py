@@ -10,20 +10,32 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from verticals.core import pipeline
+from verticals.core import model_versions, pipeline, registry, run_tracking
 from verticals.core.bundle import load_bundle, write_bundle
 from verticals.core.config import ServeConfig, require_int
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.runs import latest, resolve_run
+from verticals.core.tracking import Store, model_name
 
 
 def _hydra_output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def _sweep_dir() -> str | None:
+    """The folder of the Hydra multirun this job belongs to (its runs share a parent run)."""
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    return str(Path(hydra.sweep.dir).resolve()) if hydra.mode == RunMode.MULTIRUN else None
 
 
 def _user_overrides() -> list[str]:
@@ -39,7 +51,7 @@ def _bundle_dir(cfg: DictConfig) -> Path:
 def train(cfg: DictConfig) -> dict[str, float] | float:
     """Metrics of the run; the one named by `optimized_metric` alone when it is set, since
     a Hydra sweeper (Optuna) optimises the number the task returns."""
-    result = pipeline.train(cfg, _hydra_output_dir())
+    result = pipeline.train(cfg, _hydra_output_dir(), sweep=_sweep_dir())
     print(f"{cfg.vertical}: {pipeline.format_metrics(result.metrics)}")
     print(f"run: {result.run_dir}")
     metric = cfg.get("optimized_metric")
@@ -72,10 +84,82 @@ def evaluation_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
 
 
 def package(cfg: DictConfig) -> Path:
+    """Write the bundle, and register it as a new version when tracking is on."""
     run = resolve_run(cfg.run, cfg.paths.runs_dir, cfg.vertical)
     bundle = write_bundle(run, Path(cfg.paths.bundles_dir), examples=bool(cfg.examples))
     print(f"bundle: {bundle}")
+    store = Store.of(cfg)
+    if store is not None:
+        number, first = model_versions.register(store, bundle, cfg.vertical)
+        became = " and champion (the first version)" if first else ""
+        print(f"registered {model_name(cfg.vertical)} version {number}{became}")
     return bundle
+
+
+def _store(cfg: DictConfig) -> Store:
+    """The tracking store the command reads; it must exist (reading creates nothing)."""
+    store = Store.of(cfg)
+    if store is None:
+        raise UserError("tracking is off (tracking=none); this command reads the tracking store")
+    if not store.exists():
+        raise UserError(
+            f"no tracking store at {store.embedded_file} yet",
+            hint=f"`verticals train {cfg.vertical}` creates it, or point tracking.uri at one",
+        )
+    return store
+
+
+def _print_table(table: Any, empty: str) -> None:
+    if table.empty:
+        print(empty)
+        return
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+
+
+def runs(cfg: DictConfig) -> Any:
+    """The vertical's newest runs in the tracking store, with their headline metric."""
+    store = _store(cfg)
+    experiment = str(cfg.tracking.experiment or cfg.vertical)
+    headline = registry.get(cfg.vertical).headline_metric
+    limit = require_int(cfg.limit, "limit", minimum=1)
+    table = run_tracking.runs_table(store, experiment, headline, limit)
+    print(f"runs of {experiment} in {store.describe()} (newest first):")
+    _print_table(table, f"no runs yet: `verticals train {cfg.vertical}` records one")
+    return table
+
+
+def models(cfg: DictConfig) -> Any:
+    """The vertical's registered versions, their metrics and aliases."""
+    store = _store(cfg)
+    headline = registry.get(cfg.vertical).headline_metric
+    table = model_versions.versions_table(store, cfg.vertical, headline)
+    print(f"{model_name(cfg.vertical)} in {store.describe()}:")
+    _print_table(table, f"no versions yet: `verticals package {cfg.vertical}` registers one")
+    if cfg.history:
+        events = pd.DataFrame(model_versions.history(store, cfg.vertical))
+        print("\nchampion history (oldest first):")
+        _print_table(events, "none")
+    return table
+
+
+def promote(cfg: DictConfig) -> int:
+    """Point `champion` (or `alias`) at a version whose bundle verifies."""
+    store = _store(cfg)
+    version = require_int(cfg.version, "version", minimum=1)
+    alias = str(cfg.alias)
+    before = model_versions.promote(store, cfg.vertical, version, alias, cfg.reason)
+    was = f" (was version {before})" if before is not None else ""
+    print(f"{model_name(cfg.vertical)}: {alias} is version {version}{was}")
+    return version
+
+
+def rollback(cfg: DictConfig) -> int:
+    """Move the champion back to the version before the last promotion."""
+    store = _store(cfg)
+    current, previous = model_versions.rollback(store, cfg.vertical, cfg.reason)
+    print(f"{model_name(cfg.vertical)}: champion is version {previous} again (was {current})")
+    return previous
 
 
 def serve(cfg: DictConfig) -> None:
@@ -138,4 +222,8 @@ COMMANDS = {
     "package": package,
     "serve": serve,
     "predict": predict,
+    "runs": runs,
+    "models": models,
+    "promote": promote,
+    "rollback": rollback,
 }
