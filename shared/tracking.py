@@ -119,20 +119,35 @@ def quiet_mlflow() -> None:
 def _client(store: Store) -> MlflowClient:
     quiet_mlflow()
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     file = store.embedded_file
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if file is None and is_database(store.uri):
+            _reach(store.uri)
         client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
         client._tracking_client.store  # noqa: B018 - opens (and creates) the store now
-    except (MlflowException, OSError, ImportError) as exc:
+    except Exception as exc:  # noqa: BLE001 - MLflow's, or a driver's own (psycopg)
         raise UserError(
             f"cannot open the tracking store {store.describe()}: {_first_line(exc)}",
             hint="check tracking.uri, or turn tracking off with tracking=none",
         ) from None
     return client
+
+
+def _reach(uri: str) -> None:
+    """Connect to a database server once, with a timeout: MLflow itself retries for about
+    100 s before it gives up on a server that is down."""
+    import sqlalchemy
+
+    args = {"connect_timeout": 10} if uri.startswith("postgresql") else {}
+    engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
 
 
 def _first_line(exc: BaseException) -> str:

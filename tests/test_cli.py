@@ -189,5 +189,13 @@ def test_retail_optuna_search_optimises_ndcg(tmp_path: Path) -> None:
     [result] = (tmp_path / "runs" / "retail").glob("multirun_*/optimization_results.yaml")
     text = result.read_text()
     assert "best_params" in text and "model.factors" in text and "best_value" in text
+    # each trial is a child run of the sweep's parent, with its objective
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("retail").experiment_id])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(trials) == 3 and len(runs) == 4
+    assert all(r.data.metrics["objective"] == r.data.metrics["ndcg_at_10"] for r in trials)
     bad = cli(tmp_path, "train", "retail", "debug=fast", "+optimized_metric=auc", check=False)
     assert bad.returncode == 2 and "optimized_metric='auc' is not one of" in bad.stderr
