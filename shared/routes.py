@@ -5,6 +5,11 @@ micro-batching is on, through a `MicroBatcher` that scores concurrent requests i
 call. Whether to batch is settled at warm-up, where the vertical can time its model on the
 thread it will serve from. Record routes add the fast path (`predict_records`, no pandas)
 and send big bodies to a process of their own (`offload.Offload`).
+
+One `RecordPredict` or `FilePredict` object is one model version with everything it
+serves with. The route is registered once and answers each request with the version
+current when the request starts (`hotswap.Versions`), so a server can swap versions
+between two requests; the version's name goes into the `X-Model-Version` header.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from pydantic import BaseModel, create_model
 from starlette.requests import Request
 
 from verticals.core.batching import MicroBatcher
-from verticals.core.bundle import Bundle
+from verticals.core.bundle import Bundle, io_schema
 from verticals.core.config import Batching, ServeConfig
 from verticals.core.contract import FileOutput, FileVertical, RecordVertical
 from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, example_body
+from verticals.core.hotswap import Versions
 from verticals.core.logs import get_logger
 from verticals.core.offload import Offload
 from verticals.core.records import BadRequest, RecordCodec, unprocessable
@@ -40,6 +46,9 @@ log = get_logger("serving")
 # Work below this runs on the event loop: handing it to a thread and back costs about as
 # much (~0.1-0.3 ms), and the GIL lets only one of them run at a time anyway.
 INLINE_S = 0.001
+# The request's `scope["state"]` key under which a route leaves the `X-Model-Version`
+# header's value of the version that answered (the server's middleware sends it).
+ANSWERED_BY = "model_version_header"
 
 
 class ModelThreads:
@@ -72,26 +81,55 @@ class ModelThreads:
     async def run(self, work: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor(), work, *args)
 
+    @property
+    def running(self) -> bool:
+        """Whether the threads exist (made at first use, gone after `close`)."""
+        return self._pool is not None
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
 
-class _Predict:
-    """What both kinds of `/predict` share: the model threads and the micro-batcher."""
+class ModelVersion:
+    """One model version behind `/predict`, and what both kinds share: the model threads
+    and the micro-batcher. `scored` counts records per version (label `model_version`);
+    `active` counts the requests this version is answering, so a swap closes it only
+    once they are answered."""
 
     def __init__(
         self, bundle: Bundle, scored: Counter, options: ServeConfig, batch_sizes: Histogram
     ) -> None:
         self.bundle, self.vertical, self.model = bundle, bundle.vertical, bundle.model
-        self.scored, self.options, self.batch_sizes = scored, options, batch_sizes
+        self.version = bundle.model_version
+        self.header = header_value(self.version)
+        self.scored = scored.labels(self.version)  # labels() costs µs: once, not per request
+        self.options, self.batch_sizes = options, batch_sizes
+        self.active = 0
         self.pool = ModelThreads(options.model_threads)
         self.batcher: MicroBatcher[Any, Any] | None = None
+        self._schema: dict[str, Any] | None = None
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON schemas of this version's requests and answers (for `/metadata`)."""
+        if self._schema is None:
+            self._schema = io_schema(self.vertical, self.model)
+        return self._schema
 
     @property
     def batching(self) -> bool:
         return self.batcher is not None
+
+    def warm(self) -> None:
+        """Settle how requests reach the model (after the examples' warm-up)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def add_route(app: FastAPI, versions: Versions[Any]) -> None:
+        """Register `POST /predict`, answered by `versions.current` of each request."""
+        raise NotImplementedError
 
     def start_batching(self, run_batch: Callable[[list[Any]], list[Any]], size: Any) -> None:
         """Micro-batch from now on, if `serve.batching` says so (auto: if the vertical says
@@ -114,12 +152,33 @@ class _Predict:
         log.info("%s: micro-batching up to %d inputs", self.vertical.name, self.options.max_batch)
 
     def close(self) -> None:
+        """Release the threads (and the batcher's task): at shutdown, or once retired."""
         if self.batcher is not None:
             self.batcher.close()
+            _stop_gathering(self.batcher)
         self.pool.close()
 
 
-class RecordPredict(_Predict):
+def _stop_gathering(batcher: MicroBatcher[Any, Any]) -> None:
+    """Cancel the batcher's gathering task, which `MicroBatcher.close` leaves waiting: when
+    the server stops, the event loop's end takes it, but a version retired by a swap on a
+    live loop would keep it, and with it the model, for the process's life."""
+    task = getattr(batcher, "_task", None)
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:  # not on a loop (an app closed outside a server): nothing runs it
+        return
+    if task is not None and not task.done() and task.get_loop() is here:
+        task.cancel()
+
+
+def header_value(text: str) -> bytes:
+    """`text` as an HTTP header value: printable ASCII as it is, anything else %-escaped."""
+    printable = text.isascii() and text.isprintable()
+    return (text if printable else quote(text, safe=" !#$&'()*+,-./:;=?@[]^_`{|}~")).encode()
+
+
+class RecordPredict(ModelVersion):
     """`POST /predict` for record verticals: one JSON record or a list of them."""
 
     def __init__(
@@ -193,15 +252,19 @@ class RecordPredict(_Predict):
                 rows = (await self.pool.run(self.fast, self.model, [records]))[0]
         except (BadRequest, UserError) as exc:
             return 422, unprocessable(exc), 0
-        return 200, self.codec.encode(self.bundle.model_version, rows), len(rows)
+        return 200, self.codec.encode(self.version, rows), len(rows)
 
-    def add_to(self, app: FastAPI) -> None:
-        single = self.codec.record_schema.model_json_schema()  # type: ignore[attr-defined]
+    @staticmethod
+    def add_route(app: FastAPI, versions: Versions[RecordPredict]) -> None:
+        """`POST /predict`, answered by the version current when the body has arrived (the
+        OpenAPI schema is the first version's)."""
+        first = versions.current
+        single = first.codec.record_schema.model_json_schema()  # type: ignore[attr-defined]
         body_schema = {"anyOf": [single, {"type": "array", "items": single}]}
 
         @app.post(
             "/predict",
-            response_model=self.codec.output_schema,
+            response_model=first.codec.output_schema,
             openapi_extra={
                 "requestBody": {
                     "required": True,
@@ -210,9 +273,16 @@ class RecordPredict(_Predict):
             },
         )
         async def predict(request: Request) -> Response:
-            status, content, count = await self.answer(await request.body())
+            body = await request.body()
+            served = versions.current  # this request's version, whatever swaps meanwhile
+            request.scope["state"][ANSWERED_BY] = served.header
+            served.active += 1
+            try:
+                status, content, count = await served.answer(body)
+            finally:
+                served.active -= 1
             if count:
-                self.scored.inc(count)
+                served.scored.inc(count)
             return Response(content, status_code=status, media_type="application/json")
 
 
@@ -245,9 +315,17 @@ def unprocessable_response(message: str) -> JSONResponse:
     return JSONResponse(status_code=422, content=BadRequest(message).body())
 
 
-class FilePredict(_Predict):
+class FilePredict(ModelVersion):
     """`POST /predict` for file verticals: a multipart upload in; the summary and the output
     file (base64 in JSON, or the raw file with `?format=file`) out."""
+
+    def __init__(
+        self, bundle: Bundle, scored: Counter, options: ServeConfig, batch_sizes: Histogram
+    ) -> None:
+        super().__init__(bundle, scored, options, batch_sizes)
+        vertical = self.vertical
+        assert isinstance(vertical, FileVertical)
+        self.output: type[BaseModel] = vertical.response_schema(self.model)  # this version's
 
     def warm(self) -> None:
         """The examples' `predict_path` ran already; settle micro-batching."""
@@ -271,29 +349,32 @@ class FilePredict(_Predict):
                     raise  # the batcher retries each upload alone, with its own message
                 raise UserError(exc.message.replace(str(paths[0]), uploads[0][0])) from None
 
-    async def _predict(self, name: str, data: bytes) -> FileOutput:
+    async def predict_upload(self, name: str, data: bytes) -> FileOutput:
         if self.batcher is not None:
             return await self.batcher.submit((name, data))
         return (await self.pool.run(self._run, [(name, data)]))[0]
 
-    def add_to(self, app: FastAPI) -> None:
-        vertical = self.vertical
+    @staticmethod
+    def add_route(app: FastAPI, versions: Versions[FilePredict]) -> None:
+        """`POST /predict`, answered by the version current when the upload has arrived;
+        each answer is checked against that version's own output schema (the OpenAPI
+        schema is the first version's)."""
+        vertical = versions.current.vertical
         assert isinstance(vertical, FileVertical)
-        output = vertical.response_schema(self.model)
         endings = ", ".join(vertical.input_suffixes)
         response = create_model(
             "PredictResponse",
             model_version=(str, ...),
             input=(str, ...),
-            prediction=(output, ...),
+            prediction=(versions.current.output, ...),
             output_file=(OutputFile | None, None),
         )
-        version = self.bundle.model_version
 
         # Annotations are strings here (postponed evaluation): FastAPI resolves them against
         # the module's globals, so they must not name this function's locals.
         @app.post("/predict", response_model=response)
         async def predict(
+            request: Request,
             file: Annotated[UploadFile, File(description="one input file (endings: /metadata)")],
             fmt: Annotated[
                 Literal["json", "summary", "file"],
@@ -309,13 +390,20 @@ class FilePredict(_Predict):
             data = await file.read()
             if not data:
                 return unprocessable_response(f"file {name!r} is empty")
+            served = versions.current  # this request's version, whatever swaps meanwhile
+            request.scope["state"][ANSWERED_BY] = served.header
+            served.active += 1  # before any await: a swap closes it only once this is done
             try:
-                result = await self._predict(name, data)
+                result = await served.predict_upload(name, data)
             except UserError as exc:
                 message = str(exc) if name in exc.message else f"{name}: {exc}"
                 return unprocessable_response(message)
-            summary = output.model_validate(result.summary).model_dump(mode="json", by_alias=True)
-            self.scored.inc()
+            finally:
+                served.active -= 1
+            summary = served.output.model_validate(result.summary).model_dump(
+                mode="json", by_alias=True
+            )
+            served.scored.inc()
             out_name = f"{vertical.stem(Path(name))}{result.suffix}"
             if fmt == "file":
                 ascii_name = out_name.encode("ascii", "replace").decode().replace('"', "_")
@@ -325,10 +413,14 @@ class FilePredict(_Predict):
                     "X-Prediction": json.dumps(summary),
                 }
                 return Response(result.content, media_type=result.media_type, headers=headers)
-            answer = {"model_version": version, "input": name, "prediction": summary}
+            answer: dict[str, Any] = {
+                "model_version": served.version, "input": name, "prediction": summary,
+                "output_file": None,
+            }  # fmt: skip
             if fmt == "json":
                 encoded = base64.b64encode(result.content).decode("ascii")
                 answer["output_file"] = {
                     "name": out_name, "media_type": result.media_type, "base64": encoded
                 }  # fmt: skip
-            return answer
+            # Sent as it is: FastAPI would check it against the first version's schema.
+            return JSONResponse(answer)

@@ -11,6 +11,10 @@ by one compiled pydantic call (`records.RecordCodec`); a small body goes through
 vertical's `predict_records` (no pandas), gathered with concurrent requests into one call
 when micro-batching is on (`batching.MicroBatcher`); a big body goes whole to a process of
 its own, on the table path (`offload.Offload`), so it never stalls the small ones.
+
+A server can follow a model version (`follow`: the registry's champion) and swap to the
+version it names while it runs, without dropping a request (`hotswap`); every `/predict`
+answer names the version that gave it, in its body and its `X-Model-Version` header.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import gc
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -44,19 +50,30 @@ from prometheus_client import (
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from verticals.core.bundle import Bundle, io_schema, load_bundle
+from verticals.core.bundle import Bundle, load_bundle
 from verticals.core.config import ServeConfig
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, warm_up
+from verticals.core.hotswap import Follow, Follower, Versions, reason
 from verticals.core.logs import get_logger
-from verticals.core.routes import FilePredict, RecordPredict, unprocessable_response
+from verticals.core.routes import (
+    ANSWERED_BY,
+    FilePredict,
+    ModelVersion,
+    RecordPredict,
+    unprocessable_response,
+)
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
 SERVE_ENV = "VERTICALS_SERVE"  # the serve.* settings as JSON, for the worker processes
 FEEDBACK_ENV = "VERTICALS_FEEDBACK_DIR"  # where /feedback writes (the bundle's image sets it)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
+FOLLOW_ENV = "VERTICALS_FOLLOW"  # what the worker processes follow: `Champion.to_env()`
+# uvicorn gives a new worker 5 s to start (a SIGHUP's rolling restart gives up after that);
+# loading and warming a model up can take longer, more so on busy cores
+WORKER_READY_S = 300
 Warm = Literal["now", "background", "startup"]
 CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
 
@@ -66,6 +83,7 @@ def create_app(
     feedback_dir: str | Path | None = None,
     warm: Warm = "now",
     options: ServeConfig | None = None,
+    follow: Follow | None = None,
 ) -> FastAPI:
     """A FastAPI app serving `bundle` (a loaded `Bundle` or a bundle folder).
 
@@ -75,39 +93,56 @@ def create_app(
     (and stays 503, naming the error, if the model cannot score its examples); with
     `warm="startup"` (each of several worker processes), before the process accepts any
     request, so traffic only reaches warm workers. `options` are the `serve.*` settings.
+
+    `follow` (a `tracking.Champion`, or any callable that returns a bundle folder or None)
+    is asked every `options.reload_seconds` and on SIGHUP while the server runs; when it
+    names another bundle, that one is loaded, warmed up and swapped in without dropping a
+    request (`hotswap`). `app.state.reload()` asks at once (an awaitable: True if swapped).
     """
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     options = options or ServeConfig()
-    vertical, model = bundle.vertical, bundle.model
+    vertical = bundle.vertical
     feedback_root = feedback_dir or os.environ.get(FEEDBACK_ENV) or Path("feedback") / vertical.name
     feedback_path = Path(feedback_root) / "feedback.jsonl"
-    schema = io_schema(vertical, model)
 
-    state = ServingState(model_version=bundle.model_version)
     registry = CollectorRegistry()
     requests = Counter("verticals_requests", "HTTP requests", ["path", "status"], registry=registry)
     latency = Histogram("verticals_request_seconds", "Request latency", ["path"], registry=registry)
-    scored = Counter("verticals_predictions", "Records scored", registry=registry)
+    scored = Counter(
+        "verticals_predictions", "Records scored, by model version", ["model_version"],
+        registry=registry,
+    )  # fmt: skip
     batch_sizes = Histogram(
         "verticals_batch_inputs",
         "Inputs per model call of the micro-batcher",
         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         registry=registry,
     )
+    reloads = Counter(
+        "verticals_model_reloads", "New model versions swapped in, or that failed to load",
+        ["outcome"], registry=registry,
+    )  # fmt: skip
     exposition = _exposition_registry(registry)
 
-    kind = FilePredict if isinstance(vertical, FileVertical) else RecordPredict
-    route = kind(bundle, scored, options, batch_sizes)
+    kind: type[ModelVersion] = FilePredict if isinstance(vertical, FileVertical) else RecordPredict
+    first = kind(bundle, scored, options, batch_sizes)
+    state = ServingState(model_version=first.version)
+
+    def warm_version(route: ModelVersion) -> None:
+        """Score the bundle's examples, then let the route settle its paths (fast path,
+        event loop or threads, micro-batching)."""
+        seconds = warm_up(vertical, route.model, route.bundle.path / EXAMPLES)
+        if seconds is None:
+            log.info("%s: no example inputs in %s; no warm-up", vertical.name, route.version)
+        else:
+            log.info("%s: %s warmed up on its examples in %.2f s", vertical.name, route.version,
+                     seconds)  # fmt: skip
+        route.warm()
 
     def warm_now() -> None:
         state.phase = "warming up"
-        seconds = warm_up(vertical, model, bundle.path / EXAMPLES)
-        if seconds is None:
-            log.info("%s: no example inputs in the bundle; no warm-up", vertical.name)
-        else:
-            log.info("%s: warmed up on the bundle's examples in %.2f s", vertical.name, seconds)
-        route.warm()
+        warm_version(versions.current)  # the first version (not swapped before it is warm)
         if warm != "now":  # a server: the model and libraries stay for the process's life
             gc.freeze()  # gen-2 collections skip them: 120 ms pauses became 15 ms (traffic)
         state.ready, state.phase = True, "serving"
@@ -119,25 +154,76 @@ def create_app(
             log.exception("%s: the model failed on the bundle's examples", vertical.name)
             state.phase = f"warm-up failed: {type(exc).__name__}: {str(exc)[:200]}"
 
+    def prepare(path: Path) -> ModelVersion:
+        """A new version from the bundle at `path`: verified, loaded and warm (in a thread;
+        raises, and leaves nothing running, if it cannot be served)."""
+        new = load_bundle(path)
+        if new.vertical.name != vertical.name:
+            raise UserError(
+                f"{path} is a {new.vertical.name} bundle; this server serves {vertical.name}"
+            )
+        route = kind(new, scored, options, batch_sizes)
+        try:
+            warm_version(route)
+        except BaseException:
+            route.close()
+            raise
+        return route
+
+    def swapped(new: ModelVersion, old: ModelVersion) -> None:
+        state.model_version = new.version
+        if not state.ready:  # the first version never warmed up; this one did
+            state.ready, state.phase = True, "serving"
+        app.state.served = app.state.predict = new
+        app.version, app.description = new.version, _description(new.bundle)
+        app.openapi_schema = None  # the docs name the new version
+
+    def retired(old: ModelVersion) -> None:
+        if warm != "now":  # a server froze the old model: collect it, freeze the new one
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+
+    versions = Versions(first, on_swap=swapped, on_retired=retired)
+    follower = (
+        None
+        if follow is None
+        else Follower(follow, versions, prepare, reloads, options.reload_seconds)
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warming = None
         if warm == "background":
-            app.state.warm_up = asyncio.create_task(asyncio.to_thread(warm_in_background))
+            warming = app.state.warm_up = asyncio.create_task(asyncio.to_thread(warm_in_background))
         elif warm == "startup":  # this worker takes no request until it is warm (or failed:
             await asyncio.to_thread(warm_in_background)  # then /ready says why, and 503)
+        if follower is not None:
+            follower.start(after=warming)
         try:
             yield
         finally:
-            route.close()
+            if follower is not None:
+                await follower.stop()
+            await versions.close()
+
+    async def reload() -> bool:
+        """Ask `follow` now (as SIGHUP does) and swap if it names another bundle."""
+        return False if follower is None else await follower.check(retry=True)
 
     app = FastAPI(
         lifespan=lifespan,
         title=f"Verticals: {vertical.title or vertical.name}",
         version=bundle.model_version,
-        description=f"Serving bundle `{bundle.path.name}` of the {vertical.name} vertical.",
+        description=_description(bundle),
     )
     app.state.serving = state
-    app.add_middleware(_Observe, known=lambda: known, latency=latency, requests=requests)
+    app.state.versions, app.state.follower, app.state.reload = versions, follower, reload
+    app.state.served = app.state.predict = first  # the current version's route object
+    app.add_middleware(
+        _Observe, known=lambda: known, latency=latency, requests=requests,
+        version=lambda: versions.current.header,
+    )  # fmt: skip
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -150,28 +236,34 @@ def create_app(
 
     @app.get("/metadata")
     def metadata() -> dict[str, Any]:
+        served = versions.current
+        checked = follower.checked if follower is not None else None
         return {
             "vertical": vertical.name,
-            "model_version": bundle.model_version,
-            "created": bundle.manifest.get("created"),
-            "metrics": bundle.metrics,
-            "versions": bundle.manifest.get("versions", {}),
-            "schema": schema,
-            "serving": {"batching": route.batching, "max_batch": options.max_batch,
+            "model_version": served.version,
+            "created": served.bundle.manifest.get("created"),
+            "metrics": served.bundle.metrics,
+            "versions": served.bundle.manifest.get("versions", {}),
+            "schema": served.schema,
+            "serving": {"batching": served.batching, "max_batch": options.max_batch,
                         "batch_wait_ms": options.batch_wait_ms,
                         "big_request_kib": options.big_request_kib},
+            "follows": follower.follows if follower is not None else None,
+            "reload_seconds": options.reload_seconds if follower is not None else None,
+            "checked": checked.isoformat(timespec="seconds") if checked else None,
+            "reload_error": follower.error if follower is not None else None,
         }  # fmt: skip
 
-    route.add_to(app)
-    app.state.predict = route
+    kind.add_route(app, versions)  # type: ignore[arg-type]
 
     @app.post("/feedback")
     def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> Any:
         """Record observed outcomes (e.g. `{"id": ..., "outcome": 1}`) for monitoring/retraining."""
         stamp = datetime.now().isoformat(timespec="seconds")
+        version = versions.current.version
         lines = []
         for i, item in enumerate(items):
-            record = {**item, "received": stamp, "model_version": bundle.model_version}
+            record = {**item, "received": stamp, "model_version": version}
             try:
                 lines.append(json.dumps(record, allow_nan=False) + "\n")
             except ValueError:
@@ -193,9 +285,14 @@ def create_app(
     return app
 
 
+def _description(bundle: Bundle) -> str:
+    return f"Serving bundle `{bundle.path.name}` of the {bundle.vertical.name} vertical."
+
+
 @dataclass
 class ServingState:
-    """What `/ready` reports: false while the model loads, warms up or is being replaced."""
+    """What `/ready` reports: false while the first version loads and warms up (a swap to
+    another version, warmed up before it takes a request, keeps it true)."""
 
     model_version: str
     ready: bool = False
@@ -212,7 +309,9 @@ def request_id_of(given: str) -> str:
 
 class _Observe:
     """Count every request by path and status (a crash too, as a 500 with its request id),
-    time it, and give it an `X-Request-ID`. Plain ASGI: Starlette's `BaseHTTPMiddleware`
+    time it, and give it an `X-Request-ID`; a `/predict` answer also gets `X-Model-Version`,
+    the version that answered (the route says which), or the current one for a request
+    refused before it reached a version. Plain ASGI: Starlette's `BaseHTTPMiddleware`
     costs a task and a stream per request, more than scoring a record does."""
 
     def __init__(
@@ -221,8 +320,10 @@ class _Observe:
         known: Callable[[], set[str]],
         latency: Histogram,
         requests: Counter,
+        version: Callable[[], bytes],
     ) -> None:
         self.app, self.known, self.latency, self.requests = app, known, latency, requests
+        self.version = version  # the current version's `X-Model-Version` value
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}  # labels() costs µs
 
     def _count(self, path: str, status: int, seconds: float) -> None:
@@ -244,7 +345,9 @@ class _Observe:
         started = time.perf_counter()
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
         request_id = request_id_of(given.decode("latin-1"))
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        versioned = scope["path"] == "/predict"
         status, answered = 500, False
 
         async def send_with_id(message: Message) -> None:
@@ -252,6 +355,8 @@ class _Observe:
             if message["type"] == "http.response.start":
                 status, answered = message["status"], True
                 headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                if versioned:
+                    headers.append((b"x-model-version", state.get(ANSWERED_BY) or self.version()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -264,11 +369,15 @@ class _Observe:
             log.exception("request %s %s %s failed", request_id, scope["method"], scope["path"])
             status = 500
             if not answered:
+                headers = {"X-Request-ID": request_id}
+                if versioned:
+                    version = state.get(ANSWERED_BY) or self.version()
+                    headers["X-Model-Version"] = version.decode("latin-1")
                 await JSONResponse(
                     status_code=500,
                     content={"message": "internal error; the server log has the details",
                              "request_id": request_id},
-                    headers={"X-Request-ID": request_id},
+                    headers=headers,
                 )(scope, receive, send)  # fmt: skip
         finally:
             self._count(scope["path"], status, time.perf_counter() - started)
@@ -297,9 +406,98 @@ def options_to_env(options: ServeConfig) -> str:
 
 
 def app_from_env() -> FastAPI:
-    """App factory for multi-process servers (`uvicorn --factory`): bundle path from env;
-    each worker warms up before it accepts a request."""
-    path = os.environ.get(BUNDLE_ENV)
-    if not path:
-        raise UserError(f"set {BUNDLE_ENV} to the bundle folder to serve")
-    return create_app(path, warm="startup", options=options_from_env())
+    """App factory for multi-process servers (`uvicorn --factory`): the bundle folder from
+    `VERTICALS_BUNDLE`, or, with `VERTICALS_FOLLOW`, the bundle the followed champion names
+    now (`VERTICALS_BUNDLE` when it names none or that one cannot be served), followed from
+    then on. Each worker warms up before it accepts a request."""
+    path = os.environ.get(BUNDLE_ENV) or None
+    follow = follow_from_env()
+    if follow is None:
+        if path is None:
+            raise UserError(f"set {BUNDLE_ENV} to the bundle folder to serve")
+        return create_app(path, warm="startup", options=options_from_env())
+    bundle = first_bundle(follow, path)
+    return create_app(bundle, warm="startup", options=options_from_env(), follow=follow)
+
+
+def follow_from_env() -> Follow | None:
+    """The `tracking.Champion` that `VERTICALS_FOLLOW` describes (None when unset).
+
+    Imported here, not at the top: the tracking module brings MLflow (about 2 s) along.
+    """
+    given = os.environ.get(FOLLOW_ENV)
+    if not given:
+        return None
+    from verticals.core.tracking import Champion
+
+    return Champion.from_env(given)
+
+
+def first_bundle(follow: Follow, fallback: Bundle | str | Path | None) -> Bundle | str | Path:
+    """What a following server starts with: the bundle `follow` names now, loaded once
+    here so the server does not warm up twice; `fallback` when it names none, or when
+    asking or loading fails (logged: the server then follows from `fallback`)."""
+    given = fallback.path if isinstance(fallback, Bundle) else fallback
+    try:
+        target = follow()
+        if target is not None and (
+            given is None or Path(target).resolve() != Path(given).resolve()
+        ):
+            return load_bundle(target)
+    except Exception as exc:  # noqa: BLE001 - the registry may be down: serve the fallback
+        if fallback is None:
+            raise
+        log.error("cannot start on the followed version (%s); serving %s", reason(exc), given)
+        log.debug("asking the followed version failed", exc_info=True)
+    if fallback is None:
+        raise UserError(f"the followed version names no bundle yet; set {BUNDLE_ENV} too")
+    return fallback
+
+
+def run_server(bundle: Bundle, settings: ServeConfig, follow: Follow | None = None) -> None:
+    """Serve `bundle` with uvicorn until stopped: in this process (`settings.workers` 1,
+    warming up in the background) or in that many worker processes, each warm before it
+    takes a request, whose `/metrics` add up.
+
+    With `follow` (a `tracking.Champion`), each process serves the version it names (from
+    the start, `bundle` being the fallback) and asks again every `reload_seconds` and on
+    SIGHUP to that process. SIGHUP to the parent of several workers replaces them one by
+    one: uvicorn starts each replacement, which asks afresh and warms up, and stops the
+    old worker only once the new one is ready.
+    """
+    import uvicorn
+
+    options = {"host": settings.host, "port": settings.port, "log_level": str(settings.log_level)}
+    if settings.workers == 1:
+        first = bundle if follow is None else first_bundle(follow, bundle)
+        app = create_app(first, warm="background", options=settings, follow=follow)
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        return
+    os.environ[BUNDLE_ENV] = str(bundle.path)
+    os.environ[SERVE_ENV] = options_to_env(settings)
+    os.environ.pop(FOLLOW_ENV, None)
+    if follow is not None:
+        to_env = getattr(follow, "to_env", None)
+        if to_env is None:
+            raise UserError(
+                f"serve.workers={settings.workers} needs a follow its worker processes can "
+                "rebuild (a tracking.Champion); serve.workers=1 takes any"
+            )
+        os.environ[FOLLOW_ENV] = to_env()
+    # Each worker process counts into files in one folder, and `/metrics` adds them up.
+    own_dir = not os.environ.get(MULTIPROC_ENV)
+    metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="verticals-metrics-")
+    for stale in Path(metrics_dir).glob("*.db"):  # an earlier server's counts must not add up
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        uvicorn.run(
+            "verticals.core.serving:app_from_env",
+            factory=True,
+            workers=settings.workers,
+            timeout_worker_healthcheck=WORKER_READY_S,
+            **options,  # type: ignore[arg-type]
+        )
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

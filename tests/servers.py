@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 
 def free_port() -> int:
@@ -38,3 +46,43 @@ def wait_ready(base: str, server: subprocess.Popen, seconds: float = 120) -> Non
             pass
         assert time.monotonic() < deadline, f"server not ready within {seconds:.0f} s"
         time.sleep(0.5)
+
+
+class Pointer:
+    """A `follow` for tests: the bundle folder named in a file, rewritten as a registry's
+    champion alias is moved (None while the file is empty)."""
+
+    def __init__(self, file: Path, target: Path | None = None) -> None:
+        self.file = Path(file)
+        if target is not None:
+            self.point(target)
+
+    def point(self, target: Path | None) -> None:
+        tmp = self.file.with_name(f".{self.file.name}.tmp")
+        tmp.write_text("" if target is None else str(target))
+        os.replace(tmp, self.file)  # a reader sees the old name or the new one, never half
+
+    def __call__(self) -> Path | None:
+        text = self.file.read_text().strip() if self.file.exists() else ""
+        return Path(text) if text else None
+
+
+@contextmanager
+def serving_in_thread(app: Any, seconds: float = 30) -> Iterator[tuple[str, uvicorn.Server]]:
+    """`app` served by uvicorn on a free loopback port, in a thread of this process (its
+    lifespan runs; no signal handlers): the base URL and the server, once it has started."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the server thread ended before it started"
+            assert time.monotonic() < deadline, f"server not started within {seconds:.0f} s"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -6,9 +6,6 @@ vertical only by the name in `cfg.vertical`.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -163,40 +160,15 @@ def rollback(cfg: DictConfig) -> int:
 
 
 def serve(cfg: DictConfig) -> None:
-    import uvicorn
-
-    from verticals.core.serving import (
-        BUNDLE_ENV,
-        MULTIPROC_ENV,
-        SERVE_ENV,
-        create_app,
-        options_to_env,
-    )
+    from verticals.core.serving import run_server
 
     bundle = load_bundle(_bundle_dir(cfg))  # verify once, before any worker starts
-    serve = cfg.serve
-    require_int(serve.workers, "serve.workers", minimum=1)
-    settings = ServeConfig(**OmegaConf.to_container(serve, resolve=True))  # type: ignore[arg-type]
-    print(f"serving {cfg.vertical} {bundle.model_version} on http://{serve.host}:{serve.port}/docs")
-    options = {"host": serve.host, "port": serve.port, "log_level": serve.log_level}
-    if serve.workers == 1:
-        uvicorn.run(create_app(bundle, warm="background", options=settings), **options)
-        return
-    os.environ[BUNDLE_ENV] = str(bundle.path)
-    os.environ[SERVE_ENV] = options_to_env(settings)
-    # Each worker process counts into files in one folder, and `/metrics` adds them up.
-    own_dir = not os.environ.get(MULTIPROC_ENV)
-    metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="verticals-metrics-")
-    for stale in Path(metrics_dir).glob("*.db"):  # an earlier server's counts must not add up
-        stale.unlink()
-    os.environ[MULTIPROC_ENV] = metrics_dir
-    try:
-        uvicorn.run(
-            "verticals.core.serving:app_from_env", factory=True, workers=serve.workers, **options
-        )
-    finally:
-        if own_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    require_int(cfg.serve.workers, "serve.workers", minimum=1)
+    settings = ServeConfig(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
+    print(
+        f"serving {cfg.vertical} {bundle.model_version} on http://{settings.host}:{settings.port}/docs"
+    )
+    run_server(bundle, settings)  # follow=: a tracking.Champion makes it follow the registry
 
 
 def predict(cfg: DictConfig) -> int:
