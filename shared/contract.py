@@ -68,6 +68,8 @@ class Vertical(ABC):
     title: str = ""
     #: The metric the demo summary and the model card lead with.
     headline_metric: str = ""
+    #: Whether a better model has a higher ("max") or lower ("min", an error) headline.
+    headline_goal: str = "max"
 
     def register_configs(self) -> None:  # noqa: B027 - optional hook
         """Store the vertical's structured config schemas in Hydra's ConfigStore."""

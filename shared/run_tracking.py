@@ -163,6 +163,7 @@ class RunTracking(NoTracking):
         """Log what the run produced and mark it finished."""
         from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
+        started = time.perf_counter()
         client, run_id = self.store.client(), str(self.run_id)
         now = int(time.time() * 1000)
         config = OmegaConf.to_container(self.cfg, resolve=True)
@@ -198,6 +199,7 @@ class RunTracking(NoTracking):
             if "objective" in values:
                 client.log_metric(self.parent_id, "last_objective", values["objective"], now)
             client.set_terminated(self.parent_id, "FINISHED")
+        log.info("tracking: run %s logged in %.2f s", run_id, time.perf_counter() - started)
 
     def failed(self) -> None:
         """Mark the run failed (the error itself is the command's to report)."""

@@ -38,7 +38,9 @@ def wait_ready(base: str, server: subprocess.Popen, seconds: float = 120) -> Non
     """Poll `base`/ready until it answers 200; fail if the server exits or takes too long."""
     deadline = time.monotonic() + seconds
     while True:
-        assert server.poll() is None, f"server exited: {server.stderr.read()[-2000:]}"
+        if server.poll() is not None:
+            log = server.stderr.read()[-2000:] if server.stderr else "(its log went to a file)"
+            raise AssertionError(f"server exited: {log}")
         try:
             if http(f"{base}/ready")[0] == 200:
                 return

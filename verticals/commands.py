@@ -19,8 +19,11 @@ from verticals.core.bundle import load_bundle, write_bundle
 from verticals.core.config import ServeConfig, require_int
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
+from verticals.core.logs import get_logger
 from verticals.core.runs import latest, resolve_run
-from verticals.core.tracking import Store, model_name
+from verticals.core.tracking import Champion, Store, model_name
+
+log = get_logger("serve")
 
 
 def _hydra_output_dir() -> Path | None:
@@ -160,15 +163,35 @@ def rollback(cfg: DictConfig) -> int:
 
 
 def serve(cfg: DictConfig) -> None:
+    """Serve `bundle=`, or the registry's champion and follow it as it moves."""
     from verticals.core.serving import run_server
 
-    bundle = load_bundle(_bundle_dir(cfg))  # verify once, before any worker starts
     require_int(cfg.serve.workers, "serve.workers", minimum=1)
     settings = ServeConfig(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
+    path, follow = _served(cfg)
+    bundle = load_bundle(path)  # verify once, before any worker starts
     print(
         f"serving {cfg.vertical} {bundle.model_version} on http://{settings.host}:{settings.port}/docs"
     )
-    run_server(bundle, settings)  # follow=: a tracking.Champion makes it follow the registry
+    run_server(bundle, settings, follow=follow)
+
+
+def _served(cfg: DictConfig) -> tuple[Path, Champion | None]:
+    """The bundle to start with, and the champion to follow (none for `bundle=PATH`, or
+    with tracking off). No champion yet: the latest bundle, until one is promoted."""
+    store = Store.of(cfg)
+    if cfg.bundle or store is None:
+        return _bundle_dir(cfg), None
+    follow = Champion.of(store, cfg.vertical)
+    champion = follow()
+    if champion is not None:
+        log.info("%s: serving the champion, %s", model_name(cfg.vertical), champion.name)
+        return champion, follow
+    log.info(
+        "%s has no champion in %s: serving the latest bundle, and the champion once one is "
+        "promoted", model_name(cfg.vertical), store.describe(),
+    )  # fmt: skip
+    return _bundle_dir(cfg), follow
 
 
 def predict(cfg: DictConfig) -> int:

@@ -24,6 +24,7 @@ class TrafficVertical(RecordVertical):
     name = "traffic"
     title = "Traffic forecasting on a road-sensor graph (Graph WaveNet)"
     headline_metric = "mae_60min"
+    headline_goal = "min"
     group_column: ClassVar[str | None] = "window"
 
     register_configs = staticmethod(config.register)
