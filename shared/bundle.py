@@ -37,7 +37,7 @@ _COPIED = ("config.yaml", "metrics.json", "run.json", "model_card.md")
 _CORE_LIBS = (
     "numpy", "pandas", "pyarrow", "pydantic", "hydra-core", "omegaconf",
     "fastapi", "uvicorn", "httptools", "uvloop", "prometheus-client", "python-multipart",
-    "threadpoolctl",
+    "threadpoolctl", "mlflow-skinny", "sqlalchemy", "alembic",
 )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ import re
 import subprocess
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -265,17 +266,19 @@ def runs_table(store: Store, experiment: str, headline: str = "", limit: int = 2
         runs = client.search_runs(
             [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit
         )
-        for run in runs:
-            tags, metrics = run.data.tags, run.data.metrics
-            rows.append({
-                "run": run.info.run_name,
-                "started": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC")
-                .tz_convert(None).floor("s"),
-                "status": run.info.status,
-                **({headline: metrics.get(key)} if headline else {}),
-                "data": tags.get("data", ""),
-                "sweep": "parent" if tags.get(RUN_DIR_TAG) == "sweep" else
-                ("child" if tags.get("mlflow.parentRunId") else ""),
-                "run_id": run.info.run_id,
-            })  # fmt: skip
+        rows = [_run_row(run, headline, key) for run in runs]
     return pd.DataFrame(rows)
+
+
+def _run_row(run: Any, headline: str, key: str) -> dict[str, Any]:
+    tags = run.data.tags
+    sweep = "child" if tags.get("mlflow.parentRunId") else ""
+    return {
+        "run": run.info.run_name,
+        "started": datetime.fromtimestamp(run.info.start_time // 1000),  # local time
+        "status": run.info.status,
+        **({headline: run.data.metrics.get(key)} if headline else {}),
+        "data": tags.get("data", ""),
+        "sweep": "parent" if tags.get(RUN_DIR_TAG) == "sweep" else sweep,
+        "run_id": run.info.run_id,
+    }
