@@ -9,7 +9,6 @@ every hash before it trusts the files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ from verticals.core import registry
 from verticals.core.contract import FileVertical, Vertical
 from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES
+from verticals.core.fingerprint import file_digest
 from verticals.core.runs import mark_latest, write_json
 from verticals.core.wheel import build_wheel
 
@@ -57,12 +57,7 @@ class Bundle:
         return str(self.manifest["model_version"])
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = file_digest  # a file's sha256, as the manifest lists it
 
 
 def _versions(names: list[str]) -> dict[str, str]:

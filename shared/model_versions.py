@@ -3,9 +3,12 @@ bundle, and the `champion` alias that production serves.
 
 The bundle stays the unit that is served; a version points at its folder and carries its
 manifest's sha256, its metrics and its source run. Promoting verifies the bundle first (every
-file against the manifest, the manifest against the version), so a damaged bundle never
-becomes champion. Each move of the champion is recorded (who, when, why) in the registered
-model's `verticals.champions` tag, which is also the stack `rollback` pops.
+file against the manifest, the manifest against the version), and so does a server before it
+serves a new champion: a damaged or re-packaged bundle never goes into production.
+
+Each move of the champion is recorded as a tag of its own on the registered model (who,
+when, why), and the versions it pointed at form the short stack that `rollback` pops. Tags,
+not one growing value: a PostgreSQL store keeps a tag in at most 5,000 characters.
 """
 
 from __future__ import annotations
@@ -14,21 +17,25 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verticals.core.bundle import MANIFEST, sha256, verify
 from verticals.core.errors import UserError
-from verticals.core.logs import get_logger
 from verticals.core.run_tracking import metric_key
 from verticals.core.tracking import CHAMPION, Store, current_user, model_name
 
-log = get_logger("tracking")
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
 BUNDLE_TAG = "verticals.bundle"
 DIGEST_TAG = "verticals.manifest_sha256"
 NAME_TAG = "verticals.model_version"
 METRIC_TAG = "metric."
-HISTORY_TAG = "verticals.champions"
-_HISTORY_KEEP = 200
+STACK_TAG = "verticals.champion_stack"  # versions the champion named, for rollback
+EVENT_TAG = "verticals.champion_event."  # + a zero-padded number: one tag per move
+_STACK_KEEP = 50
+_REASON_CHARS = 1000
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # a missing alias: the latter
 
 
 @dataclass
@@ -43,6 +50,41 @@ class Version:
     created: datetime
     run_id: str | None
     tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The bundle that the `champion` alias of `verticals-<vertical>` names, checked and
+    asked afresh on each call (None: no champion yet, or no store yet). Servers call it on
+    an interval; it is a plain value, so each server process can rebuild it from the
+    environment. A champion whose bundle does not verify raises `UserError`."""
+
+    uri: str
+    vertical: str
+    artifacts: str | None = None
+
+    def __call__(self) -> Path | None:
+        store = Store(self.uri, self.artifacts)
+        if not store.exists():
+            return None
+        found = _by_alias(store, self.vertical, CHAMPION)
+        if found is None:
+            return None
+        version = _version(found, {})
+        check_bundle(version, "served")
+        return version.bundle
+
+    def to_env(self) -> str:
+        return json.dumps({"uri": self.uri, "vertical": self.vertical,
+                           "artifacts": self.artifacts})  # fmt: skip
+
+    @classmethod
+    def from_env(cls, value: str) -> Champion:
+        return cls(**json.loads(value))
+
+    @classmethod
+    def of(cls, store: Store, vertical: str) -> Champion:
+        return cls(store.uri, vertical, store.artifacts)
 
 
 def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
@@ -75,7 +117,7 @@ def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
         description=f"bundle {manifest['model_version']}",
     )  # fmt: skip
     number = int(version.version)
-    first = _alias_version(store, vertical, CHAMPION) is None
+    first = _by_alias(store, vertical, CHAMPION) is None
     if first:
         _move_champion(store, vertical, number, "promote", "first version registered")
     return number, first
@@ -85,51 +127,49 @@ def promote(store: Store, vertical: str, version: int, alias: str = CHAMPION,
             reason: str | None = None) -> int | None:  # fmt: skip
     """Point `alias` at `version` after verifying its bundle; the version it named before."""
     target = get_version(store, vertical, version)
-    check_bundle(target)
-    before = _alias_version(store, vertical, alias)
+    check_bundle(target, "promoted")
+    before = _by_alias(store, vertical, alias)
     if alias == CHAMPION:
         _move_champion(store, vertical, version, "promote", reason)
     else:
         store.client().set_registered_model_alias(model_name(vertical), alias, str(version))
-    return before
+    return None if before is None else int(before.version)
 
 
 def rollback(store: Store, vertical: str, reason: str | None = None) -> tuple[int, int]:
     """Move the champion back to the version it named before the last promotion."""
-    history = _history(store, vertical)
-    stack = list(history["stack"])
-    current = _alias_version(store, vertical, CHAMPION)
+    current = _by_alias(store, vertical, CHAMPION)
     if current is None:
         raise UserError(f"{model_name(vertical)} has no champion to roll back")
-    while stack and stack[-1] == current:
+    number = int(current.version)
+    stack = _stack(_registered(store, vertical))
+    while stack and stack[-1] == number:
         stack.pop()
     if not stack:
         raise UserError(
-            f"{model_name(vertical)}: version {current} is the only champion there has been; "
+            f"{model_name(vertical)}: version {number} is the only champion there has been; "
             "nothing to roll back to"
         )
     previous = stack[-1]
-    check_bundle(get_version(store, vertical, previous))
-    _move_champion(store, vertical, previous, "rollback", reason, pop=True)
-    return current, previous
+    check_bundle(get_version(store, vertical, previous), "rolled back to")
+    _move_champion(store, vertical, previous, "rollback", reason)
+    return number, previous
 
 
 def versions(store: Store, vertical: str) -> list[Version]:
     """Every version of the vertical's registered model, newest first."""
-    from mlflow.exceptions import MlflowException
-
     client = store.client()
-    try:
-        found = client.search_model_versions(f"name = '{model_name(vertical)}'")
-    except MlflowException:
-        return []
-    aliases = _aliases(store, vertical)
+    found = client.search_model_versions(f"name = '{model_name(vertical)}'")
+    aliases = _aliases(_registered(store, vertical))
     return sorted((_version(v, aliases) for v in found), key=lambda v: -v.version)
 
 
 def history(store: Store, vertical: str) -> list[dict[str, Any]]:
     """Every move of the champion: version, action, by, at, reason (oldest first)."""
-    return list(_history(store, vertical)["events"])
+    model = _registered(store, vertical)
+    tags = dict(model.tags or {}) if model is not None else {}
+    events = [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(EVENT_TAG)]
+    return events
 
 
 def get_version(store: Store, vertical: str, version: int) -> Version:
@@ -137,65 +177,73 @@ def get_version(store: Store, vertical: str, version: int) -> Version:
 
     try:
         found = store.client().get_model_version(model_name(vertical), str(version))
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
         known = ", ".join(str(v.version) for v in versions(store, vertical)) or "none yet"
         raise UserError(
             f"{model_name(vertical)} has no version {version} (registered: {known})",
             hint="`verticals models` lists them; `verticals package` registers a bundle",
         ) from None
-    return _version(found, _aliases(store, vertical))
+    return _version(found, _aliases(_registered(store, vertical)))
 
 
-def check_bundle(version: Version) -> None:
-    """The version's bundle as it was registered: every file verified, same manifest."""
-    where = f"version {version.version}"
+def check_bundle(version: Version, action: str) -> None:
+    """The version's bundle as it was registered: every file verified, same manifest;
+    otherwise a one-line `UserError` saying it cannot be `action` and naming the file."""
+    where = f"version {version.version} cannot be {action}"
     if not version.bundle.is_dir():
         raise UserError(f"{where}: its bundle {version.bundle} no longer exists")
     try:
         verify(version.bundle)
     except UserError as exc:
-        raise UserError(f"{where} cannot be promoted: {exc}") from None
+        raise UserError(f"{where}: {exc}") from None
     expected = version.tags.get(DIGEST_TAG)
     if expected and sha256(version.bundle / MANIFEST) != expected:
         raise UserError(
-            f"{where} cannot be promoted: {version.bundle / MANIFEST} changed since it was "
-            "registered (the bundle was packaged again); register it anew with "
-            "`verticals package`"
+            f"{where}: {version.bundle / MANIFEST} changed since it was registered (the "
+            "bundle was packaged again); register it anew with `verticals package`"
         )
 
 
-def alias_bundle(store: Store, vertical: str, alias: str) -> Path | None:
-    """The bundle folder `alias` names (None: no such alias yet)."""
+def _by_alias(store: Store, vertical: str, alias: str) -> ModelVersion | None:
+    """The version `alias` names; None when there is no such alias (or model) yet. Any
+    other failure of the store is raised: it must not read as "no champion"."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = store.client().get_model_version_by_alias(model_name(vertical), alias)
-    except MlflowException:
-        return None
-    return Path(found.tags.get(BUNDLE_TAG) or found.source)
+        return store.client().get_model_version_by_alias(model_name(vertical), alias)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
 
 
-def _alias_version(store: Store, vertical: str, alias: str) -> int | None:
+def _registered(store: Store, vertical: str) -> Any:
+    """The registered model (its aliases and tags); None before the first version."""
     from mlflow.exceptions import MlflowException
 
     try:
-        found = store.client().get_model_version_by_alias(model_name(vertical), alias)
-    except MlflowException:
-        return None
-    return int(found.version)
+        return store.client().get_registered_model(model_name(vertical))
+    except MlflowException as exc:
+        if exc.error_code in _NOT_FOUND:
+            return None
+        raise
 
 
-def _aliases(store: Store, vertical: str) -> dict[int, list[str]]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = store.client().get_registered_model(model_name(vertical))
-    except MlflowException:
-        return {}
+def _aliases(model: Any) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
-    for alias, number in (model.aliases or {}).items():
+    for alias, number in ((model.aliases or {}) if model is not None else {}).items():
         out.setdefault(int(number), []).append(alias)
     return out
+
+
+def _stack(model: Any) -> list[int]:
+    raw = (model.tags or {}).get(STACK_TAG) if model is not None else None
+    try:
+        return [int(v) for v in json.loads(raw)] if raw else []
+    except (ValueError, TypeError):
+        return []
 
 
 def _version(found: Any, aliases: dict[int, list[str]]) -> Version:
@@ -215,46 +263,32 @@ def _version(found: Any, aliases: dict[int, list[str]]) -> Version:
     )
 
 
-def _history(store: Store, vertical: str) -> dict[str, list[Any]]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = store.client().get_registered_model(model_name(vertical))
-    except MlflowException:
-        return {"stack": [], "events": []}
-    raw = (model.tags or {}).get(HISTORY_TAG)
-    try:
-        saved = json.loads(raw) if raw else {}
-    except ValueError:
-        saved = {}
-    return {"stack": list(saved.get("stack", [])), "events": list(saved.get("events", []))}
-
-
-def _move_champion(store: Store, vertical: str, version: int, action: str,
-                   reason: str | None, pop: bool = False) -> None:  # fmt: skip
-    """Point `champion` at `version` and record the move (and the rollback stack)."""
+def _move_champion(
+    store: Store, vertical: str, version: int, action: str, reason: str | None
+) -> None:
+    """Record the move (event, rollback stack, the version's own tags), then point
+    `champion` at `version`."""
     client, name = store.client(), model_name(vertical)
-    saved = _history(store, vertical)
-    stack = saved["stack"]
-    if pop:
+    model = _registered(store, vertical)
+    stack = _stack(model)
+    if action == "rollback":
         while stack and stack[-1] != version:
             stack.pop()
     elif not stack or stack[-1] != version:
         stack.append(version)
+    count = sum(1 for k in (model.tags or {}) if k.startswith(EVENT_TAG)) if model else 0
     event = {
         "version": version,
         "action": action,
         "by": current_user(),
         "at": datetime.now().isoformat(timespec="seconds"),
-        "reason": reason or "",
+        "reason": (reason or "")[:_REASON_CHARS],
     }
-    saved = {"stack": stack[-_HISTORY_KEEP:], "events": [*saved["events"], event][-_HISTORY_KEEP:]}
+    client.set_registered_model_tag(name, f"{EVENT_TAG}{count:06d}", json.dumps(event))
+    client.set_registered_model_tag(name, STACK_TAG, json.dumps(stack[-_STACK_KEEP:]))
+    for key in ("by", "at", "reason"):
+        client.set_model_version_tag(name, str(version), f"verticals.champion_{key}", event[key])
     client.set_registered_model_alias(name, CHAMPION, str(version))
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(saved))
-    for key, value in (("by", event["by"]), ("at", event["at"]), ("reason", event["reason"])):
-        client.set_model_version_tag(name, str(version), f"verticals.champion_{key}", value)
-    log.debug("%s: champion is version %d (%s%s)", name, version, action,
-             f": {reason}" if reason else "")  # fmt: skip
 
 
 def _bundle_json(bundle: Path, name: str) -> dict[str, Any]:

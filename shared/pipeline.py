@@ -24,6 +24,7 @@ from verticals.core.examples import EXAMPLES, write_examples
 from verticals.core.logs import log_to_file
 from verticals.core.runs import mark_latest, new_run_dir, timestamp, write_atomic, write_json
 from verticals.core.seeding import seed_everything
+from verticals.core.tracking import redacted
 
 
 @dataclass
@@ -51,15 +52,15 @@ def train(cfg: DictConfig, run_dir: Path | None = None, sweep: str | None = None
     cfg = vertical.resolve_config(cfg)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.paths.runs_dir, vertical.name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(redacted(cfg), resolve=True))
     with log_to_file(run_dir / "train.log") as log:
         tracker = run_tracking.start(cfg, vertical.name, run_dir, sweep)
         try:
             result = _train(cfg, vertical, run_dir, log, tracker)
+            tracker.finish(vertical, result.model, result.splits, result.metrics)
         except BaseException:
             tracker.failed()
             raise
-        tracker.finish(vertical, result.model, result.splits, result.metrics)
     return result
 
 

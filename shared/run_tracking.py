@@ -19,6 +19,7 @@ A Hydra multirun is one parent run, with each job a child run under it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -35,10 +36,11 @@ from verticals.core.contract import FileVertical, RecordVertical, Splits, Vertic
 from verticals.core.errors import UserError
 from verticals.core.fingerprint import fingerprint
 from verticals.core.logs import get_logger
-from verticals.core.tracking import Store, current_user, experiment_id
+from verticals.core.tracking import Store, current_user, experiment_id, redacted
 
 log = get_logger("tracking")
 SWEEP_TAG = "verticals.sweep"
+PARENT_TAG = "verticals.sweep_parent"
 RUN_DIR_TAG = "verticals.run_dir"
 VERTICAL_TAG = "verticals.vertical"
 _ARTIFACT_FILES = ("model_card.md", "config.yaml", "metrics.json", "run.json", "train.log")
@@ -112,11 +114,16 @@ class RunTracking(NoTracking):
             if self.sweep:
                 self.parent_id = self._parent(exp)
                 tags["mlflow.parentRunId"] = self.parent_id
-                tags[SWEEP_TAG] = self.sweep
+                tags[SWEEP_TAG] = self._sweep_id
             run = client.create_run(exp, run_name=self.run_dir.name, tags=tags)
             self.run_id = run.info.run_id
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread in `loaded`
             self._error = exc
+
+    @property
+    def _sweep_id(self) -> str:
+        """The sweep folder as a tag value that is safe inside a search filter."""
+        return hashlib.sha256(str(self.sweep).encode()).hexdigest()[:16]
 
     def _parent(self, exp: str) -> str:
         """The sweep's parent run: made by its first job, found by the others."""
@@ -124,14 +131,14 @@ class RunTracking(NoTracking):
         if key not in _parents:
             client = self.store.client()
             found = client.search_runs(
-                [exp], f"tags.`{SWEEP_TAG}` = '{self.sweep}' and tags.`{RUN_DIR_TAG}` = 'sweep'",
+                [exp], f"tags.`{SWEEP_TAG}` = '{self._sweep_id}' and tags.`{PARENT_TAG}` = 'yes'",
                 max_results=1,
             )  # fmt: skip
             if found:
                 _parents[key] = found[0].info.run_id
             else:
-                tags = {VERTICAL_TAG: self.vertical, SWEEP_TAG: str(self.sweep),
-                        RUN_DIR_TAG: "sweep", "mlflow.user": current_user()}  # fmt: skip
+                tags = {VERTICAL_TAG: self.vertical, SWEEP_TAG: self._sweep_id, PARENT_TAG: "yes",
+                        RUN_DIR_TAG: str(self.sweep), "mlflow.user": current_user()}  # fmt: skip
                 objective = self.cfg.get("optimized_metric")
                 if objective:
                     tags["verticals.objective"] = str(objective)
@@ -167,7 +174,7 @@ class RunTracking(NoTracking):
         started = time.perf_counter()
         client, run_id = self.store.client(), str(self.run_id)
         now = int(time.time() * 1000)
-        config = OmegaConf.to_container(self.cfg, resolve=True)
+        config = OmegaConf.to_container(redacted(self.cfg), resolve=True)
         params = [Param(k[:250], v) for k, v in flatten(config).items()]
         values = {metric_key(k): float(v) for k, v in metrics.items() if _finite(v)}
         objective = self.cfg.get("optimized_metric")
@@ -279,6 +286,6 @@ def _run_row(run: Any, headline: str, key: str) -> dict[str, Any]:
         "status": run.info.status,
         **({headline: run.data.metrics.get(key)} if headline else {}),
         "data": tags.get("data", ""),
-        "sweep": "parent" if tags.get(RUN_DIR_TAG) == "sweep" else sweep,
+        "sweep": "parent" if tags.get(PARENT_TAG) == "yes" else sweep,
         "run_id": run.info.run_id,
     }

@@ -20,6 +20,7 @@ answer names the version that gave it, in its body and its `X-Model-Version` hea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import json
@@ -64,12 +65,14 @@ from verticals.core.routes import (
     RecordPredict,
     unprocessable_response,
 )
+from verticals.core.runs import write_atomic
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
 SERVE_ENV = "VERTICALS_SERVE"  # the serve.* settings as JSON, for the worker processes
 FEEDBACK_ENV = "VERTICALS_FEEDBACK_DIR"  # where /feedback writes (the bundle's image sets it)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
+SERVED_ENV = "VERTICALS_SERVED_NOTE"  # workers note the version they swapped to here
 FOLLOW_ENV = "VERTICALS_FOLLOW"  # what the worker processes follow: `Champion.to_env()`
 # uvicorn gives a new worker 5 s to start (a SIGHUP's rolling restart gives up after that);
 # loading and warming a model up can take longer, more so on busy cores
@@ -94,7 +97,7 @@ def create_app(
     `warm="startup"` (each of several worker processes), before the process accepts any
     request, so traffic only reaches warm workers. `options` are the `serve.*` settings.
 
-    `follow` (a `tracking.Champion`, or any callable that returns a bundle folder or None)
+    `follow` (a `model_versions.Champion`, or any callable that returns a bundle folder or None)
     is asked every `options.reload_seconds` and on SIGHUP while the server runs; when it
     names another bundle, that one is loaded, warmed up and swapped in without dropping a
     request (`hotswap`). `app.state.reload()` asks at once (an awaitable: True if swapped).
@@ -177,6 +180,7 @@ def create_app(
         app.state.served = app.state.predict = new
         app.version, app.description = new.version, _description(new.bundle)
         app.openapi_schema = None  # the docs name the new version
+        _remember_served(new.bundle.path)
 
     def retired(old: ModelVersion) -> None:
         if warm != "now":  # a server froze the old model: collect it, freeze the new one
@@ -410,7 +414,7 @@ def app_from_env() -> FastAPI:
     `VERTICALS_BUNDLE`, or, with `VERTICALS_FOLLOW`, the bundle the followed champion names
     now (`VERTICALS_BUNDLE` when it names none or that one cannot be served), followed from
     then on. Each worker warms up before it accepts a request."""
-    path = os.environ.get(BUNDLE_ENV) or None
+    path = _last_served() or os.environ.get(BUNDLE_ENV) or None
     follow = follow_from_env()
     if follow is None:
         if path is None:
@@ -420,15 +424,34 @@ def app_from_env() -> FastAPI:
     return create_app(bundle, warm="startup", options=options_from_env(), follow=follow)
 
 
+def _remember_served(path: Path) -> None:
+    """Note the version this worker swapped to, for a replacement worker's fallback."""
+    note = os.environ.get(SERVED_ENV)
+    if note:
+        with contextlib.suppress(OSError):
+            write_atomic(Path(note), str(path))
+
+
+def _last_served() -> str | None:
+    """The version the workers last swapped to: what a worker started by SIGHUP falls back
+    to when the champion cannot be served (not the version the server started with)."""
+    note = os.environ.get(SERVED_ENV)
+    try:
+        text = Path(note).read_text().strip() if note else ""
+    except OSError:
+        return None
+    return text if text and Path(text).is_dir() else None
+
+
 def follow_from_env() -> Follow | None:
-    """The `tracking.Champion` that `VERTICALS_FOLLOW` describes (None when unset).
+    """The `model_versions.Champion` that `VERTICALS_FOLLOW` describes (None when unset).
 
     Imported here, not at the top: the tracking module brings MLflow (about 2 s) along.
     """
     given = os.environ.get(FOLLOW_ENV)
     if not given:
         return None
-    from verticals.core.tracking import Champion
+    from verticals.core.model_versions import Champion
 
     return Champion.from_env(given)
 
@@ -459,7 +482,7 @@ def run_server(bundle: Bundle, settings: ServeConfig, follow: Follow | None = No
     warming up in the background) or in that many worker processes, each warm before it
     takes a request, whose `/metrics` add up.
 
-    With `follow` (a `tracking.Champion`), each process serves the version it names (from
+    With `follow` (a `model_versions.Champion`), each process serves the version it names (from
     the start, `bundle` being the fallback) and asks again every `reload_seconds` and on
     SIGHUP to that process. SIGHUP to the parent of several workers replaces them one by
     one: uvicorn starts each replacement, which asks afresh and warms up, and stops the
@@ -481,7 +504,7 @@ def run_server(bundle: Bundle, settings: ServeConfig, follow: Follow | None = No
         if to_env is None:
             raise UserError(
                 f"serve.workers={settings.workers} needs a follow its worker processes can "
-                "rebuild (a tracking.Champion); serve.workers=1 takes any"
+                "rebuild (a model_versions.Champion); serve.workers=1 takes any"
             )
         os.environ[FOLLOW_ENV] = to_env()
     # Each worker process counts into files in one folder, and `/metrics` adds them up.
@@ -490,6 +513,8 @@ def run_server(bundle: Bundle, settings: ServeConfig, follow: Follow | None = No
     for stale in Path(metrics_dir).glob("*.db"):  # an earlier server's counts must not add up
         stale.unlink()
     os.environ[MULTIPROC_ENV] = metrics_dir
+    os.environ[SERVED_ENV] = str(Path(metrics_dir) / "served-version")
+    Path(os.environ[SERVED_ENV]).unlink(missing_ok=True)  # an earlier server's note
     try:
         uvicorn.run(
             "verticals.core.serving:app_from_env",

@@ -14,9 +14,8 @@ the network only when its URI says so.
 from __future__ import annotations
 
 import getpass
-import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,12 +88,16 @@ class Store:
             return parts._replace(netloc=netloc).geturl()
         return self.uri
 
-    def to_env(self) -> str:
-        return json.dumps(asdict(self))
 
-    @classmethod
-    def from_env(cls, value: str) -> Store:
-        return cls(**json.loads(value))
+def redacted(cfg: Any) -> Any:
+    """`cfg` with the password in `tracking.uri` masked: runs and bundles carry their config,
+    and a store's password must not travel with them."""
+    tracking = cfg.get("tracking") if hasattr(cfg, "get") else None
+    if not tracking or not tracking.get("uri"):
+        return cfg
+    copy = cfg.copy()
+    copy.tracking.uri = Store(str(tracking.uri)).describe()
+    return copy
 
 
 def current_user() -> str:
@@ -110,9 +113,13 @@ def is_database(uri: str) -> bool:
 
 
 def quiet_mlflow() -> None:
-    """MLflow's telemetry off (unless the user chose otherwise), before it is imported."""
+    """MLflow's telemetry off (unless the user chose otherwise), before it is imported:
+    importing any part of MLflow starts its telemetry client."""
     for key, value in _QUIET.items():
         os.environ.setdefault(key, value)
+
+
+quiet_mlflow()  # every path into MLflow in the suite imports this module first
 
 
 @cache
@@ -124,7 +131,7 @@ def _client(store: Store) -> MlflowClient:
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if file is None and is_database(store.uri):
+        if file is None:
             _reach(store.uri)
         client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
         client._tracking_client.store  # noqa: B018 - opens (and creates) the store now
@@ -137,8 +144,16 @@ def _client(store: Store) -> MlflowClient:
 
 
 def _reach(uri: str) -> None:
-    """Connect to a database server once, with a timeout: MLflow itself retries for about
-    100 s before it gives up on a server that is down."""
+    """Reach a database or tracking server once, with a timeout: MLflow itself retries for
+    minutes before it gives up on a server that is down."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        import urllib.request
+
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+            return
+    if not is_database(uri):
+        return
     import sqlalchemy
 
     args = {"connect_timeout": 10} if uri.startswith("postgresql") else {}
@@ -172,31 +187,3 @@ def experiment_id(store: Store, name: str) -> str:
         if found is None:
             raise
         return str(found.experiment_id)
-
-
-@dataclass(frozen=True)
-class Champion:
-    """The bundle that the `champion` alias of `verticals-<vertical>` names, asked afresh on
-    each call (None: no champion yet, or no store yet). Servers call it on an interval; it
-    is a plain value, so each server process can rebuild it from the environment."""
-
-    uri: str
-    vertical: str
-    artifacts: str | None = None
-
-    def __call__(self) -> Path | None:
-        from verticals.core.model_versions import alias_bundle
-
-        store = Store(self.uri, self.artifacts)
-        return alias_bundle(store, self.vertical, CHAMPION) if store.exists() else None
-
-    def to_env(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_env(cls, value: str) -> Champion:
-        return cls(**json.loads(value))
-
-    @classmethod
-    def of(cls, store: Store, vertical: str) -> Champion:
-        return cls(store.uri, vertical, store.artifacts)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# A developer's own MLflow server must not receive the tests' runs and promotions.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline, registry  # noqa: E402

@@ -167,21 +167,32 @@ def _until(done, seconds: float = 60) -> None:
         time.sleep(0.05)
 
 
+def _all_answer(base: str, body: bytes, name: str, seconds: float = 90) -> None:
+    """Until 30 answers in a row come from `name` (whichever worker takes each)."""
+    deadline = time.monotonic() + seconds
+    while not all(_version(base, body) == name for _ in range(30)):
+        assert time.monotonic() < deadline, f"not every worker serves {name}"
+        time.sleep(0.2)
+
+
 def test_every_worker_follows_the_champion(registry) -> None:
     root, store, names = registry
-    model_versions.promote(store, "finance", 1, reason="start")
-    server, base = _serve(root, "serve.workers=2")
     body = _record(root)
+    model_versions.promote(store, "finance", 1, reason="start")
+    server, base = _serve(root, "serve.workers=2")  # each worker asks every 0.5 s
     try:
         model_versions.promote(store, "finance", 2, reason="workers")
-        _wait_for(base, body, names[2])
-        time.sleep(RELOAD_S * 4 + 5)  # the other worker's next check, load and warm-up
-        answers = {_version(base, body) for _ in range(40)}
-        assert answers == {names[2]}
-        # SIGHUP to the parent: each worker is replaced by one that loads the champion
+        _all_answer(base, body, names[2])
+    finally:
+        _stop(server)
+    # no interval: SIGHUP to the parent replaces each worker with one that asks afresh
+    server, base = _serve(root, "serve.workers=2", reload="null")
+    try:
         model_versions.promote(store, "finance", 1, reason="hup")
+        time.sleep(2 * RELOAD_S)
+        assert {_version(base, body) for _ in range(20)} == {names[2]}  # nobody asked yet
         os.kill(server.pid, signal.SIGHUP)
-        _wait_for(base, body, names[1], seconds=60)
+        _all_answer(base, body, names[1])
         assert json.loads(http(f"{base}/ready")[1])["ready"] is True
     finally:
         _stop(server)
@@ -198,7 +209,7 @@ def test_a_champion_that_fails_to_load_leaves_the_old_one_serving(registry) -> N
         model_versions.promote(store, "finance", 2, reason="to be damaged")
         model_file.write_bytes(intact + b"\n")  # damaged after it was promoted
         os.kill(server.pid, signal.SIGHUP)
-        time.sleep(3)
+        _until(lambda: json.loads(http(f"{base}/metadata")[1])["reload_error"])
         assert {_version(base, body) for _ in range(10)} == {names[1]}
         assert http(f"{base}/ready")[0] == 200
         model_file.write_bytes(intact)  # repaired: the next SIGHUP loads it

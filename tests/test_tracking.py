@@ -17,8 +17,9 @@ from verticals.core import model_versions, pipeline, run_tracking
 from verticals.core.bundle import write_bundle
 from verticals.core.errors import UserError
 from verticals.core.fingerprint import fingerprint
+from verticals.core.model_versions import Champion
 from verticals.core.run_tracking import metric_key
-from verticals.core.tracking import CHAMPION, Champion, Store, model_name
+from verticals.core.tracking import CHAMPION, Store, model_name
 
 from .conftest import finance_cfg
 from .postgres import postgres_db, postgres_url  # noqa: F401 - fixtures
@@ -181,24 +182,40 @@ def test_the_same_on_postgresql(tmp_path: Path, postgres_db: str) -> None:  # no
     assert not (tmp_path / "runs" / "mlflow" / "mlflow.db").exists()  # nothing embedded
 
 
-def test_a_multirun_is_a_parent_run_with_its_jobs_as_children(tmp_path: Path) -> None:
-    """Through the CLI, with HOME in a scratch folder: MLflow's telemetry (on by default)
-    would write its state under ~/.config/mlflow; it must stay off."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "HOME": str(home)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+_CI_NAMES = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI",
+             "JENKINS_URL", "TRAVIS", "TF_BUILD", "BUILDKITE", "MLFLOW_TRACKING_URI",
+             "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")  # fmt: skip
+
+
+def _cli(cwd: Path, home: Path, *args: str) -> str:
+    """`verticals ...` as a user runs it: none of the variables by which MLflow turns its
+    telemetry off on its own (CI, pytest), HOME in a scratch folder."""
+    env = {k: v for k, v in os.environ.items() if k not in _CI_NAMES}
     done = subprocess.run(
-        [sys.executable, "-m", "verticals", "train", "finance", "-m", "seed=1,2",
-         "debug=fast", "trainer.device=cpu"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "verticals", *args],
+        cwd=cwd, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_multirun_is_a_parent_run_with_its_jobs_as_children(tmp_path: Path) -> None:
+    """Through the CLI. MLflow's telemetry is on by default and would keep its state under
+    ~/.config/mlflow (and send usage events): train, package, promote and models must leave
+    no trace of it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _cli(tmp_path, home, "train", "finance", "-m", "seed=1,2", "debug=fast", "trainer.device=cpu")
+    sweep = next((tmp_path / "runs" / "finance").glob("multirun_*"))
+    _cli(tmp_path, home, "package", "finance", f"run={sweep / '0'}")
+    _cli(tmp_path, home, "package", "finance", f"run={sweep / '1'}")
+    _cli(tmp_path, home, "promote", "finance", "version=2", "reason=telemetry check")
+    assert "champion" in _cli(tmp_path, home, "models", "finance")
     assert not (home / ".config" / "mlflow").exists()
     store = Store(f"sqlite:///{tmp_path / 'runs' / 'mlflow' / 'mlflow.db'}")
     client = _client(store)
     runs = client.search_runs([client.get_experiment_by_name("finance").experiment_id])
-    parents = [r for r in runs if r.data.tags.get("verticals.run_dir") == "sweep"]
+    parents = [r for r in runs if r.data.tags.get("verticals.sweep_parent") == "yes"]
     children = [r for r in runs if r not in parents]
     assert len(parents) == 1 and len(children) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
@@ -206,3 +223,32 @@ def test_a_multirun_is_a_parent_run_with_its_jobs_as_children(tmp_path: Path) ->
     table = run_tracking.runs_table(store, "finance", "roc_auc")
     assert sorted(table["sweep"]) == ["child", "child", "parent"]
     assert table["roc_auc"].notna().sum() == 2
+
+
+def test_a_store_password_stays_out_of_runs(tmp_path: Path, postgres_url: str) -> None:  # noqa: F811
+    uri = postgres_url.replace("postgres@", "postgres:s3cret@")  # trust auth ignores it
+    result = _train(tmp_path, f"tracking.uri={uri}")
+    assert "s3cret" not in (result.run_dir / "config.yaml").read_text()
+    store = Store.of(finance_cfg(tmp_path, f"tracking.uri={uri}"))
+    run_id = json.loads((result.run_dir / "run.json").read_text())["tracking"]["run_id"]
+    params = _client(store).get_run(run_id).data.params
+    assert "s3cret" not in json.dumps(params) and params["tracking.uri"].count("***") == 1
+
+
+def test_history_survives_many_promotions_on_postgresql(
+    tmp_path: Path,
+    postgres_db: str,  # noqa: F811
+) -> None:
+    """PostgreSQL keeps a tag in 5,000 characters: 60 moves with long reasons must fit."""
+    result = _train(tmp_path, "tracking=none")
+    cfg = finance_cfg(tmp_path, f"tracking.uri={postgres_db}")
+    store = Store.of(cfg)
+    bundle = write_bundle(result.run_dir, tmp_path / "bundles")
+    model_versions.register(store, bundle, "finance")
+    model_versions.register(store, bundle, "finance")
+    for i in range(30):
+        model_versions.promote(store, "finance", 2, reason="r" * 2000)
+        model_versions.promote(store, "finance", 1, reason=f"back {i}")
+    events = model_versions.history(store, "finance")
+    assert len(events) == 61 and events[-1]["reason"] == "back 29"
+    assert model_versions.rollback(store, "finance") == (1, 2)

@@ -20,8 +20,9 @@ from verticals.core.config import ServeConfig, require_int
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.logs import get_logger
+from verticals.core.model_versions import Champion
 from verticals.core.runs import latest, resolve_run
-from verticals.core.tracking import Champion, Store, model_name
+from verticals.core.tracking import Store, model_name
 
 log = get_logger("serve")
 
