@@ -14,7 +14,9 @@ not one growing value: a PostgreSQL store keeps a tag in at most 5,000 character
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import shutil
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from verticals.core.bundle import MANIFEST, sha256, verify
 from verticals.core.errors import UserError
 from verticals.core.run_tracking import metric_key
-from verticals.core.tracking import CHAMPION, Store, current_user, model_name
+from verticals.core.tracking import CHAMPION, Store, current_user, experiment_id, model_name
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -31,6 +33,7 @@ BUNDLE_TAG = "verticals.bundle"
 DIGEST_TAG = "verticals.manifest_sha256"
 NAME_TAG = "verticals.model_version"
 METRIC_TAG = "metric."
+BUNDLE_ARTIFACT = "bundle"  # a tracking server keeps a registered bundle under this
 STACK_TAG = "verticals.champion_stack"  # versions the champion named, for rollback
 EVENT_TAG = "verticals.champion_event."  # + a zero-padded number: one tag per move
 _STACK_KEEP = 50
@@ -50,6 +53,8 @@ class Version:
     created: datetime
     run_id: str | None
     tags: dict[str, str]
+    source: str = ""
+    name: str = ""  # the registered model
 
 
 @dataclass(frozen=True)
@@ -59,32 +64,28 @@ class Champion:
     an interval; it is a plain value, so each server process can rebuild it from the
     environment. A champion whose bundle does not verify raises `UserError`."""
 
-    uri: str
+    store: Store
     vertical: str
-    artifacts: str | None = None
 
     def __call__(self) -> Path | None:
-        store = Store(self.uri, self.artifacts)
-        if not store.exists():
+        if not self.store.exists():
             return None
-        found = _by_alias(store, self.vertical, CHAMPION)
+        found = _by_alias(self.store, self.vertical, CHAMPION)
         if found is None:
             return None
-        version = _version(found, {})
-        check_bundle(version, "served")
-        return version.bundle
+        return check_bundle(self.store, _version(found, {}), "served")
 
     def to_env(self) -> str:
-        return json.dumps({"uri": self.uri, "vertical": self.vertical,
-                           "artifacts": self.artifacts})  # fmt: skip
+        return json.dumps({"store": asdict(self.store), "vertical": self.vertical})
 
     @classmethod
     def from_env(cls, value: str) -> Champion:
-        return cls(**json.loads(value))
+        given = json.loads(value)
+        return cls(Store(**given["store"]), given["vertical"])
 
     @classmethod
     def of(cls, store: Store, vertical: str) -> Champion:
-        return cls(store.uri, vertical, store.artifacts)
+        return cls(store, vertical)
 
 
 def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
@@ -112,8 +113,13 @@ def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
         },
     }
     run_id = run.get("run_id") if run.get("uri") == store.describe() else None
+    source = str(bundle.resolve())
+    if store.is_server:  # it accepts no local path: the bundle goes up as run artifacts
+        run_id = run_id or _packaging_run(store, vertical, bundle)
+        client.log_artifacts(run_id, str(bundle), BUNDLE_ARTIFACT)
+        source = f"runs:/{run_id}/{BUNDLE_ARTIFACT}"
     version = client.create_model_version(
-        name, source=str(bundle.resolve()), run_id=run_id, tags=tags,
+        name, source=source, run_id=run_id, tags=tags,
         description=f"bundle {manifest['model_version']}",
     )  # fmt: skip
     number = int(version.version)
@@ -127,7 +133,7 @@ def promote(store: Store, vertical: str, version: int, alias: str = CHAMPION,
             reason: str | None = None) -> int | None:  # fmt: skip
     """Point `alias` at `version` after verifying its bundle; the version it named before."""
     target = get_version(store, vertical, version)
-    check_bundle(target, "promoted")
+    check_bundle(store, target, "promoted")
     before = _by_alias(store, vertical, alias)
     if alias == CHAMPION:
         _move_champion(store, vertical, version, "promote", reason)
@@ -151,7 +157,7 @@ def rollback(store: Store, vertical: str, reason: str | None = None) -> tuple[in
             "nothing to roll back to"
         )
     previous = stack[-1]
-    check_bundle(get_version(store, vertical, previous), "rolled back to")
+    check_bundle(store, get_version(store, vertical, previous), "rolled back to")
     _move_champion(store, vertical, previous, "rollback", reason)
     return number, previous
 
@@ -188,22 +194,59 @@ def get_version(store: Store, vertical: str, version: int) -> Version:
     return _version(found, _aliases(_registered(store, vertical)))
 
 
-def check_bundle(version: Version, action: str) -> None:
-    """The version's bundle as it was registered: every file verified, same manifest;
-    otherwise a one-line `UserError` saying it cannot be `action` and naming the file."""
+def check_bundle(store: Store, version: Version, action: str) -> Path:
+    """The version's bundle folder as it was registered: every file verified, the same
+    manifest; otherwise a one-line `UserError` saying it cannot be `action` and naming the
+    file. A bundle kept by a tracking server is downloaded first, when not here already."""
     where = f"version {version.version} cannot be {action}"
-    if not version.bundle.is_dir():
-        raise UserError(f"{where}: its bundle {version.bundle} no longer exists")
+    folder = _local_bundle(store, version)
+    if not folder.is_dir():
+        raise UserError(f"{where}: its bundle {folder} no longer exists")
     try:
-        verify(version.bundle)
+        verify(folder)
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
     expected = version.tags.get(DIGEST_TAG)
-    if expected and sha256(version.bundle / MANIFEST) != expected:
+    if expected and sha256(folder / MANIFEST) != expected:
         raise UserError(
-            f"{where}: {version.bundle / MANIFEST} changed since it was registered (the "
+            f"{where}: {folder / MANIFEST} changed since it was registered (the "
             "bundle was packaged again); register it anew with `verticals package`"
         )
+    return folder
+
+
+def _local_bundle(store: Store, version: Version) -> Path:
+    """Where the version's bundle is on this machine: the folder it was packaged in, or,
+    for a bundle a tracking server keeps (`runs:/...`), a downloaded copy in the cache."""
+    expected = version.tags.get(DIGEST_TAG)
+    here = version.bundle
+    if not version.source.startswith("runs:/") or (
+        (here / MANIFEST).is_file() and sha256(here / MANIFEST) == expected
+    ):
+        return here
+    copy = Path(store.downloads or ".") / version.name / str(version.version)
+    if not ((copy / MANIFEST).is_file() and sha256(copy / MANIFEST) == expected):
+        from mlflow.artifacts import download_artifacts
+
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        partial = copy.with_name(f".{copy.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        download_artifacts(version.source, dst_path=str(partial), tracking_uri=store.uri)
+        os.replace(partial / BUNDLE_ARTIFACT, copy)
+        shutil.rmtree(partial, ignore_errors=True)
+    return copy
+
+
+def _packaging_run(store: Store, vertical: str, bundle: Path) -> str:
+    """A run to carry a bundle whose training was not tracked in this store."""
+    client = store.client()
+    run = client.create_run(
+        experiment_id(store, vertical), run_name=f"package {bundle.name}",
+        tags={"verticals.vertical": vertical},
+    )  # fmt: skip
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 def _by_alias(store: Store, vertical: str, alias: str) -> ModelVersion | None:
@@ -260,6 +303,8 @@ def _version(found: Any, aliases: dict[int, list[str]]) -> Version:
         created=datetime.fromtimestamp(found.creation_timestamp / 1000),
         run_id=found.run_id or None,
         tags=tags,
+        source=str(found.source or ""),
+        name=str(found.name),
     )
 
 

@@ -48,6 +48,8 @@ class Store:
 
     uri: str
     artifacts: str | None = None
+    #: where bundles registered on a tracking server are downloaded to (`paths.cache_dir`)
+    downloads: str | None = None
 
     @classmethod
     def of(cls, cfg: Any) -> Store | None:
@@ -59,7 +61,8 @@ class Store:
         folder = Path(str(cfg.paths.tracking_dir)).expanduser().resolve()
         uri = tracking.get("uri") or f"sqlite:///{folder / STORE_FILE}"
         artifacts = tracking.get("artifacts") or (folder / ARTIFACTS).as_uri()
-        return cls(str(uri), str(artifacts) if is_database(str(uri)) else None)
+        downloads = Path(str(cfg.paths.cache_dir)).expanduser().resolve() / "registry"
+        return cls(str(uri), str(artifacts) if is_database(str(uri)) else None, str(downloads))
 
     @property
     def embedded_file(self) -> Path | None:
@@ -67,6 +70,12 @@ class Store:
         if not self.uri.startswith("sqlite:///"):
             return None
         return Path(self.uri.removeprefix("sqlite:///"))
+
+    @property
+    def is_server(self) -> bool:
+        """A tracking server (http, Databricks): it keeps artifacts, and a registered
+        bundle must be uploaded to it rather than named by a local path."""
+        return not (self.uri.startswith("sqlite:") or is_database(self.uri))
 
     def exists(self) -> bool:
         """False for an embedded store not created yet: nothing to read, and asking must

@@ -186,7 +186,7 @@ def _served(cfg: DictConfig) -> tuple[Path, Champion | None]:
     follow = Champion.of(store, cfg.vertical)
     champion = follow()
     if champion is not None:
-        log.info("%s: serving the champion, %s", model_name(cfg.vertical), champion.name)
+        log.info("%s: serving the champion (%s)", model_name(cfg.vertical), champion)
         return champion, follow
     log.info(
         "%s has no champion in %s: serving the latest bundle, and the champion once one is "
