@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert "dice_mean" in shown and "volumes_ml" in shown
     if path.stem == "retail_recommendation":
         assert "lift" in shown and "similar items" in shown
+    # Every notebook ends by promoting the better of two registered runs and serving the
+    # champion through a follower: the version promoted is the one that answered.
+    promoted = re.search(r"champion is now version (\d+)", shown)
+    served = re.search(r"served by champion version (\d+)", shown)
+    assert promoted and served and promoted[1] == served[1], (promoted, served)
+    assert "follows champion" in shown
 
 
 def test_notebooks_found() -> None:
