@@ -168,17 +168,22 @@ def io_schema(vertical: Vertical, model: Any) -> dict[str, Any]:
 
 
 def write_bundle(
-    run_dir: Path, bundles_dir: Path, vertical: Vertical | None = None, examples: bool = True
+    run_dir: Path,
+    bundles_dir: Path,
+    vertical: Vertical | None = None,
+    examples: bool = True,
+    name: str | None = None,
 ) -> Path:
-    """Package `run_dir` as `<bundles_dir>/<vertical>/<run name>/`, atomically; with
-    `examples`, the run's example inputs go in too (servers warm up on them)."""
+    """Package `run_dir` as `<bundles_dir>/<vertical>/<name>/` (default: the run's name),
+    atomically, replacing a bundle of that name; with `examples`, the run's example inputs
+    go in too (servers warm up on them)."""
     run_dir = Path(run_dir)
     if not (run_dir / "model").is_dir():
         raise UserError(f"run={run_dir} has no model/ folder: was training finished?")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     vertical = vertical or registry.get(str(cfg.vertical))
     model = vertical.load(run_dir / "model")
-    final = Path(bundles_dir) / vertical.name / bundle_name(run_dir)
+    final = Path(bundles_dir) / vertical.name / (name or bundle_name(run_dir))
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

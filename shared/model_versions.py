@@ -129,6 +129,17 @@ def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
     return number, first
 
 
+def free_bundle_name(store: Store, vertical: str, folder: Path) -> str:
+    """`folder`'s name, or `<name>-2`, `-3`... when a registered version already points at
+    that folder: a registered bundle is never replaced (its version would stop verifying)."""
+    taken = {v.bundle.resolve() for v in versions(store, vertical)}
+    name, n = folder.name, 1
+    while (folder.parent / name).resolve() in taken:
+        n += 1
+        name = f"{folder.name}-{n}"
+    return name
+
+
 def promote(store: Store, vertical: str, version: int, alias: str = CHAMPION,
             reason: str | None = None) -> int | None:  # fmt: skip
     """Point `alias` at `version` after verifying its bundle; the version it named before."""

@@ -209,6 +209,9 @@ def test_a_multirun_is_a_parent_run_with_its_jobs_as_children(tmp_path: Path) ->
     sweep = next((tmp_path / "runs" / "finance").glob("multirun_*"))
     _cli(tmp_path, home, "package", "finance", f"run={sweep / '0'}")
     _cli(tmp_path, home, "package", "finance", f"run={sweep / '1'}")
+    again = _cli(tmp_path, home, "package", "finance", f"run={sweep / '0'}")  # packaged twice
+    assert f"{sweep.name}_0-2" in again and "version 3" in again  # version 1 keeps its folder
+    _cli(tmp_path, home, "promote", "finance", "version=1", "reason=still verifies")
     _cli(tmp_path, home, "promote", "finance", "version=2", "reason=telemetry check")
     assert "champion" in _cli(tmp_path, home, "models", "finance")
     assert not (home / ".config" / "mlflow").exists()

@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from verticals.core import model_versions, pipeline, registry, run_tracking
-from verticals.core.bundle import load_bundle, write_bundle
+from verticals.core.bundle import bundle_name, load_bundle, write_bundle
 from verticals.core.config import ServeConfig, require_int
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
@@ -85,11 +85,18 @@ def evaluation_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
 
 
 def package(cfg: DictConfig) -> Path:
-    """Write the bundle, and register it as a new version when tracking is on."""
+    """Write the bundle, and register it as a new version when tracking is on. A run
+    packaged again gets a new folder when its first bundle is registered (a registered
+    bundle is never replaced)."""
     run = resolve_run(cfg.run, cfg.paths.runs_dir, cfg.vertical)
-    bundle = write_bundle(run, Path(cfg.paths.bundles_dir), examples=bool(cfg.examples))
-    print(f"bundle: {bundle}")
+    bundles = Path(cfg.paths.bundles_dir)
     store = Store.of(cfg)
+    name = None
+    if store is not None:
+        folder = bundles / cfg.vertical / bundle_name(run)
+        name = model_versions.free_bundle_name(store, cfg.vertical, folder)
+    bundle = write_bundle(run, bundles, examples=bool(cfg.examples), name=name)
+    print(f"bundle: {bundle}")
     if store is not None:
         number, first = model_versions.register(store, bundle, cfg.vertical)
         became = " and champion (the first version)" if first else ""
