@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/manufacturing.py
 	$(BIN)/python benchmarks/traffic.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/tracking.py
 
 clean:
 	rm -rf runs bundles feedback cache

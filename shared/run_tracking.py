@@ -1,9 +1,9 @@
 """Every training run recorded in the MLflow store: config, metrics, data, plots, card.
 
-A run is opened in a background thread as training starts (importing MLflow and opening
-the store take seconds, which overlap with loading the data), and the pipeline waits for
-it before fitting, so a store that cannot be reached fails the command before the
-expensive part. What is logged:
+A run is opened in the background as training starts (importing MLflow and opening the
+store take seconds, which overlap with loading the data: in a process of their own, see
+`tracking_calls`), and the pipeline waits for it before fitting, so a store that cannot be
+reached fails the command before the expensive part. What is logged:
 
 - parameters: the resolved config, flattened (`model.num_leaves`);
 - metrics: the test metrics (`ndcg@10` is stored as `ndcg_at_10`: MLflow's keys allow no
@@ -22,31 +22,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import re
 import subprocess
-import threading
+import sys
 import time
 from datetime import datetime
+from multiprocessing.pool import Pool, ThreadPool
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from verticals.core import tracking_calls
 from verticals.core.contract import FileVertical, RecordVertical, Splits, Vertical
 from verticals.core.errors import UserError
 from verticals.core.fingerprint import fingerprint
 from verticals.core.logs import get_logger
-from verticals.core.tracking import Store, current_user, experiment_id, redacted
+from verticals.core.tracking import Store, current_user, redacted
+from verticals.core.tracking_calls import PARENT_TAG, RUN_DIR_TAG, VERTICAL_TAG, TrackingFailed
 
 log = get_logger("tracking")
-SWEEP_TAG = "verticals.sweep"
-PARENT_TAG = "verticals.sweep_parent"
-RUN_DIR_TAG = "verticals.run_dir"
-VERTICAL_TAG = "verticals.vertical"
 _ARTIFACT_FILES = ("model_card.md", "config.yaml", "metrics.json", "run.json", "train.log")
 _KEY = re.compile(r"[^\w.\- :/]")
 _JSON_TYPES = {"number": "double", "integer": "long", "string": "string", "boolean": "boolean"}
-_parents: dict[tuple[str, str], str] = {}  # (store, sweep folder) -> parent run id
 
 
 def metric_key(name: str) -> str:
@@ -89,76 +88,51 @@ class RunTracking(NoTracking):
     def __init__(self, store: Store, cfg: DictConfig, vertical: str, run_dir: Path,
                  sweep: str | None = None) -> None:  # fmt: skip
         self.store, self.cfg, self.vertical, self.run_dir = store, cfg, vertical, run_dir
-        self.sweep = sweep
         self.experiment = str(cfg.tracking.get("experiment") or vertical)
         self.digest: str | None = None
         self.parent_id: str | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._open, name="tracking", daemon=True)
-        self._thread.start()
-
-    def _open(self) -> None:
-        try:
-            client = self.store.client()
-            exp = experiment_id(self.store, self.experiment)
-            tags = {
-                VERTICAL_TAG: self.vertical,
-                RUN_DIR_TAG: str(self.run_dir.resolve()),
-                "mlflow.source.type": "LOCAL",
-                "mlflow.source.name": f"verticals train {self.vertical}",
-                "mlflow.user": current_user(),
+        self._calls = _executor()
+        tags = {
+            VERTICAL_TAG: vertical,
+            RUN_DIR_TAG: str(run_dir.resolve()),
+            "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": f"verticals train {vertical}",
+            "mlflow.user": current_user(),
+        }
+        commit = _git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        about = None
+        if sweep:
+            about = {
+                "id": hashlib.sha256(sweep.encode()).hexdigest()[:16],  # safe in a filter
+                "folder": sweep,
+                "vertical": vertical,
+                "objective": str(cfg.get("optimized_metric") or ""),
             }
-            commit = _git_commit()
-            if commit:
-                tags["mlflow.source.git.commit"] = commit
-            if self.sweep:
-                self.parent_id = self._parent(exp)
-                tags["mlflow.parentRunId"] = self.parent_id
-                tags[SWEEP_TAG] = self._sweep_id
-            run = client.create_run(exp, run_name=self.run_dir.name, tags=tags)
-            self.run_id = run.info.run_id
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread in `loaded`
-            self._error = exc
+        self._opened = self._calls.apply_async(
+            tracking_calls.open_run, (store, self.experiment, run_dir.name, tags, about)
+        )
 
-    @property
-    def _sweep_id(self) -> str:
-        """The sweep folder as a tag value that is safe inside a search filter."""
-        return hashlib.sha256(str(self.sweep).encode()).hexdigest()[:16]
-
-    def _parent(self, exp: str) -> str:
-        """The sweep's parent run: made by its first job, found by the others."""
-        key = (self.store.uri, str(self.sweep))
-        if key not in _parents:
-            client = self.store.client()
-            found = client.search_runs(
-                [exp], f"tags.`{SWEEP_TAG}` = '{self._sweep_id}' and tags.`{PARENT_TAG}` = 'yes'",
-                max_results=1,
-            )  # fmt: skip
-            if found:
-                _parents[key] = found[0].info.run_id
-            else:
-                tags = {VERTICAL_TAG: self.vertical, SWEEP_TAG: self._sweep_id, PARENT_TAG: "yes",
-                        RUN_DIR_TAG: str(self.sweep), "mlflow.user": current_user()}  # fmt: skip
-                objective = self.cfg.get("optimized_metric")
-                if objective:
-                    tags["verticals.objective"] = str(objective)
-                name = f"sweep {Path(str(self.sweep)).name}"
-                _parents[key] = client.create_run(exp, run_name=name, tags=tags).info.run_id
-        return _parents[key]
+    def _wait_opened(self) -> None:
+        try:
+            self.run_id, self.parent_id = self._opened.get()
+        except TrackingFailed as exc:
+            self._calls.terminate()
+            message = str(exc)
+            if message.startswith("cannot open the tracking store"):  # says what to do
+                raise UserError(message) from None
+            raise UserError(
+                f"cannot record the run in {self.store.describe()}: {message}",
+                hint="check tracking.uri, or turn tracking off with tracking=none",
+            ) from None
 
     def loaded(self, splits: Splits) -> None:
         """Hash the data, then wait for the store: a store that cannot be opened stops the
         command here, before the model is fitted."""
         started = time.perf_counter()
         self.digest = fingerprint(splits.train, splits.val, splits.test)
-        self._thread.join()
-        if self._error is not None:
-            if isinstance(self._error, UserError):
-                raise self._error
-            raise UserError(
-                f"cannot record the run in {self.store.describe()}: {self._error}",
-                hint="check tracking.uri, or turn tracking off with tracking=none",
-            ) from self._error
+        self._wait_opened()
         log.info("tracking: run %s in %s (data %s, %.2f s)", self.run_id,
                  self.store.describe(), self.digest, time.perf_counter() - started)  # fmt: skip
 
@@ -169,55 +143,69 @@ class RunTracking(NoTracking):
 
     def finish(self, vertical: Vertical, model: Any, splits: Splits, metrics: dict) -> None:
         """Log what the run produced and mark it finished."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
-
-        started = time.perf_counter()
-        client, run_id = self.store.client(), str(self.run_id)
-        now = int(time.time() * 1000)
         config = OmegaConf.to_container(redacted(self.cfg), resolve=True)
-        params = [Param(k[:250], v) for k, v in flatten(config).items()]
         values = {metric_key(k): float(v) for k, v in metrics.items() if _finite(v)}
         objective = self.cfg.get("optimized_metric")
         if objective and _finite(metrics.get(objective)):
             values["objective"] = float(metrics[objective])
-        for i in range(0, len(params), 100):  # MLflow takes 100 parameters per call
-            client.log_batch(run_id, params=params[i : i + 100])
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in values.items()],
-            tags=[RunTag("device", str(self.cfg.trainer.device)), RunTag("data", self.digest)],
-        )
-        dataset = Dataset(
-            name=f"{vertical.name}-{self.cfg.data.get('source', 'data')}"[:500],
-            digest=str(self.digest),
-            source_type="verticals",
-            source=json.dumps(OmegaConf.to_container(self.cfg.data, resolve=True), default=str),
-            schema=json.dumps({"mlflow_colspec": input_columns(vertical, model)}),
-            profile=json.dumps(_profile(splits.info), default=str),
-        )
-        context = InputTag("mlflow.data.context", "train")
-        client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
-        for name in _ARTIFACT_FILES:
-            if (self.run_dir / name).is_file():
-                client.log_artifact(run_id, str(self.run_dir / name))
-        if (self.run_dir / "plots").is_dir():
-            client.log_artifacts(run_id, str(self.run_dir / "plots"), "plots")
-        client.set_terminated(run_id, "FINISHED")
-        if self.parent_id is not None:  # a sweep ends with its last job
-            if "objective" in values:
-                client.log_metric(self.parent_id, "last_objective", values["objective"], now)
-            client.set_terminated(self.parent_id, "FINISHED")
-        log.info("tracking: run %s logged in %.2f s", run_id, time.perf_counter() - started)
+        dataset = {
+            "name": f"{vertical.name}-{self.cfg.data.get('source', 'data')}"[:500],
+            "digest": str(self.digest),
+            "source_type": "verticals",
+            "source": json.dumps(OmegaConf.to_container(self.cfg.data, resolve=True), default=str),
+            "schema": json.dumps({"mlflow_colspec": input_columns(vertical, model)}),
+            "profile": json.dumps(_profile(splits.info), default=str),
+        }
+        tags = {"device": str(self.cfg.trainer.device), "data": str(self.digest)}
+        files = [str(self.run_dir / n) for n in _ARTIFACT_FILES if (self.run_dir / n).is_file()]
+        plots = str(self.run_dir / "plots") if (self.run_dir / "plots").is_dir() else None
+        logged = self._calls.apply_async(tracking_calls.log_run, (
+            self.store, str(self.run_id), self.parent_id, flatten(config), values, tags,
+            dataset, files, plots,
+        ))  # fmt: skip
+        try:
+            seconds = logged.get()
+        except TrackingFailed as exc:
+            raise UserError(f"cannot record the run in {self.store.describe()}: {exc}") from None
+        finally:  # all is stored: stopped at once, not after unloading MLflow (~0.6 s)
+            self._calls.terminate()
+        log.info("tracking: run %s logged in %.2f s", self.run_id, seconds)
 
     def failed(self) -> None:
         """Mark the run failed (the error itself is the command's to report)."""
-        self._thread.join()
-        if self.run_id is None:
-            return
         try:
-            self.store.client().set_terminated(self.run_id, "FAILED")
+            if self.run_id is None:
+                self._opened.wait()
+                if not self._opened.successful():  # no run to mark: the store said why
+                    return
+                self.run_id, self.parent_id = self._opened.get()
+            self._calls.apply_async(
+                tracking_calls.end_run, (self.store, self.run_id, "FAILED")
+            ).get()
         except Exception:  # noqa: BLE001 - the training error matters more than this one
-            log.warning("tracking: could not mark run %s failed", self.run_id, exc_info=True)
+            log.warning("tracking: could not mark the run failed", exc_info=True)
+        finally:
+            self._calls.terminate()
+
+
+def _executor() -> Pool:
+    """One worker for the store's calls: a process when MLflow is not imported yet and
+    the command is `verticals` itself (MLflow's import then runs beside the data loading,
+    not under the same GIL), else a thread (the import is paid already, or the caller's
+    script may not be safe to import again in a spawned process)."""
+    if "mlflow" in sys.modules or not _spawn_safe():
+        return ThreadPool(1)
+    return multiprocessing.get_context("spawn").Pool(1)
+
+
+def _spawn_safe() -> bool:
+    """A spawned process imports the main module again: harmless for `python -m verticals`
+    (a `__main__` module, which is skipped) and the `verticals` script (guarded)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        return spec.name == "verticals.__main__"
+    return Path(getattr(main, "__file__", "") or "").name == "verticals"
 
 
 def start(cfg: DictConfig, vertical: str, run_dir: Path, sweep: str | None = None) -> NoTracking:
