@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = get_logger("tracking")
 CHAMPION = "champion"
-CHALLENGER = "challenger"
 STORE_FILE = "mlflow.db"
 ARTIFACTS = "artifacts"
 _QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
