@@ -94,13 +94,19 @@ def _serve_entry(vertical: str) -> str:
 
 Install first, from this folder: `pip install -r requirements.txt` (the suite's wheel is
 in wheels/, so only the public libraries come from a package index).
+
+Every answer is logged: to ./predlog/predictions.db, or the folder VERTICALS_LOG_DIR
+names, or the database VERTICALS_LOG_URL names (VERTICALS_LOG=off: no log).
 """
 
 from pathlib import Path
 
+from verticals.core.predlog import settings_from_env
 from verticals.core.serving import create_app
 
-app = create_app(Path(__file__).resolve().parent, warm="background")  # {vertical} model
+app = create_app(  # {vertical} model
+    Path(__file__).resolve().parent, warm="background", prediction_log=settings_from_env()
+)
 '''
 
 
@@ -113,8 +119,9 @@ COPY requirements.txt ./
 COPY {WHEELS}/ {WHEELS}/
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
-# An unprivileged user; /feedback writes where it may (mount a volume there to keep it).
-ENV VERTICALS_FEEDBACK_DIR=/tmp/verticals-feedback
+# An unprivileged user; the prediction log goes where it may write (mount a volume there
+# to keep it, or set VERTICALS_LOG_URL=postgresql+psycopg://... to log to a database).
+ENV VERTICALS_LOG_DIR=/tmp/verticals-predlog
 USER 10001
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready')"

@@ -14,7 +14,7 @@ should pass `str(value)` (a run's saved config.yaml, read back, holds plain stri
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -55,6 +55,14 @@ class Batching(StrEnum):
     auto = "auto"  # when the vertical says its model runs much faster on batches (a GPU)
     on = "on"
     off = "off"
+
+
+class LogInputs(StrEnum):
+    """How much of each request's inputs the prediction log keeps."""
+
+    full = "full"  # the records as sent
+    hashed = "hashed"  # a hash per field value: joins and category drift, not the values
+    none = "none"  # outputs only
 
 
 class ConfigValueError(UserError, ValueError):
@@ -122,6 +130,11 @@ class PathsConfig:
     cache_dir: str = "${paths.root_dir}/cache"  # generated demo data, preprocessing caches
     # the embedded tracking store: mlflow.db (runs, model versions) and artifacts/
     tracking_dir: str = "${paths.runs_dir}/mlflow"
+    # the embedded prediction log: predictions.db (requests, feedback, monitor figures) and
+    # files/ (kept input, output and outcome files, named by their sha256)
+    log_dir: str = "${paths.root_dir}/predlog"
+    # monitor reports: <vertical>/<time>/summary.md, report.html, figures.json, plots/
+    monitor_dir: str = "${paths.root_dir}/monitoring"
 
 
 @dataclass
@@ -135,6 +148,52 @@ class TrackingConfig:
     # where a database store puts run artifacts; null: paths.tracking_dir/artifacts
     artifacts: str | None = None
     experiment: str | None = None  # null: the vertical's name
+
+
+@dataclass
+class LogConfig:
+    """The prediction log: every /predict and batch prediction, and the feedback on them."""
+
+    enabled: bool = True
+    # null: the embedded SQLite database paths.log_dir/predictions.db (WAL); or any
+    # SQLAlchemy URL: postgresql+psycopg://user@host/db, sqlite:////abs/path.db
+    url: str | None = None
+    inputs: LogInputs = LogInputs.full
+    drop: list[str] = field(default_factory=list)  # input fields never written
+    # keep uploaded input files (content-addressed under paths.log_dir/files); their sha256
+    # and size are logged either way
+    keep_files: bool = False
+    # how long a request may wait for its group's commit before the server answers 503
+    commit_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_range(self, "commit_timeout_s", gt=0)
+
+
+@dataclass
+class LiveBound:
+    """Bounds of one monitored figure (a live metric, a rate): outside them is a breach."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass
+class MonitorConfig:
+    """What `verticals monitor` compares and where it draws the line (per vertical)."""
+
+    since: str = "7d"  # the window: a duration (90m, 12h, 7d, 2w) or an ISO date
+    psi_watch: float = 0.10
+    psi_alert: float = 0.25  # above this a column has drifted: exit code 1
+    # columns with a threshold of their own (name -> psi_alert), and columns not judged
+    psi_alert_by_column: dict[str, float] = field(default_factory=dict)
+    ignore: list[str] = field(default_factory=list)
+    min_rows: int = 30  # fewer live rows: the figures are shown, not judged
+    live: dict[str, LiveBound] = field(default_factory=dict)  # live metric -> bounds
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "psi_watch psi_alert", gt=0)
+        check_range(self, "min_rows", ge=1)
 
 
 @dataclass
@@ -176,6 +235,8 @@ def register_core_configs() -> None:
     store_schema("paths", PathsConfig)
     store_schema("serve", ServeConfig)
     store_schema("tracking", TrackingConfig)
+    store_schema("log", LogConfig)
+    store_schema("monitor", MonitorConfig)
 
 
 def check_config(cfg: DictConfig, prefix: str = "") -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +39,28 @@ class Splits:
     val: Any
     test: Any
     info: dict[str, Any] = field(default_factory=dict)  # source, sizes, schema: goes in the card
+
+
+@dataclass
+class Logged:
+    """One logged prediction as monitoring (and retraining) hand it to a vertical: what came
+    in, what the model said and, once feedback arrived, what really happened.
+
+    `inputs`: a record vertical's request records (list of dicts, by column name; under
+    `log.inputs=hashed` each value is a hash string, under `none` this is None); a file
+    vertical's facts of the file: `{"name", "size", "statistics"}` (`FileOutput.statistics`).
+    `outputs`: a record vertical's answer rows (list of dicts); a file vertical's summary.
+    `files`: paths of the files the log kept: "input", "output", "outcome".
+    """
+
+    request_id: str
+    inputs: Any
+    outputs: Any
+    outcome: dict[str, Any] | None = None
+    observed_at: datetime | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    created: datetime | None = None
+    model_version: str = ""
 
 
 @dataclass
@@ -119,6 +142,31 @@ class Vertical(ABC):
         `serve.batching=auto`. Default: no, since waiting for company costs latency."""
         return False
 
+    # -- after the API: feedback and monitoring (the core logs, stores and compares) --
+
+    #: Inputs of the test split that a training run scores and saves as the reference the
+    #: monitor compares live traffic with (records, or files for a file vertical).
+    reference_size: ClassVar[int] = 1000
+
+    def outcome_schema(self, model: Any) -> type[BaseModel] | None:
+        """Pydantic model of what really happened after one prediction (`POST /feedback`
+        adds `request_id` and `observed_at` around it); unknown fields must be rejected.
+        None: the vertical takes no feedback."""
+        return None
+
+    def monitor_frame(self, model: Any, entries: list[Logged]) -> pd.DataFrame:
+        """The quantities whose drift the monitor watches, as a table: numeric columns are
+        compared as distributions (PSI, KS), text and boolean ones as category mixes
+        (PSI, chi-square). Built the same way from the reference and from the live log, so
+        it must cope with `inputs` being hashed or None (`log.inputs`)."""
+        raise NotImplementedError
+
+    def live_metrics(self, model: Any, entries: list[Logged]) -> dict[str, float]:
+        """Metrics on real outcomes (`entries` are those with an outcome): the live
+        counterparts of the test metrics (AUC on labelled applicants, NDCG on later
+        purchases). Default: none."""
+        return {}
+
 
 class RecordVertical(Vertical):
     """A vertical whose inputs are records: JSON objects over HTTP, rows of a table file.
@@ -166,6 +214,30 @@ class RecordVertical(Vertical):
     def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
         """`n` input records from `splits.test`, as a user would send them to `predict`."""
 
+    def monitor_frame(self, model: Any, entries: list[Logged]) -> pd.DataFrame:
+        """Default: every input field and every scalar output field, one row per record
+        (an output field named like an input one is prefixed `output.`). Requests whose
+        inputs and outputs differ in length (a window -> many forecasts) give outputs only."""
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = []
+        for entry in entries:
+            outputs = [_scalars(row) for row in entry.outputs or []]
+            inputs = entry.inputs if isinstance(entry.inputs, list) else None
+            if inputs is None or len(inputs) != len(outputs):
+                rows.extend(outputs)
+                continue
+            for record, out in zip(inputs, outputs, strict=True):
+                row = dict(record)
+                row.update({(f"output.{k}" if k in row else k): v for k, v in out.items()})
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's numbers, strings and booleans (lists and objects left out)."""
+    return {k: v for k, v in row.items() if v is None or isinstance(v, int | float | str | bool)}
+
 
 def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """A frame's rows as plain dicts, missing values as None (JSON has no NaN): what a
@@ -181,6 +253,9 @@ class FileOutput:
     content: bytes  # the output file itself (a mask, an annotated image)
     suffix: str  # file name ending of `content`, e.g. ".nii.gz"
     media_type: str = "application/octet-stream"
+    # figures of the input the monitor watches for drift (intensity, brightness, size): the
+    # log keeps them, not the file, unless `log.keep_files`
+    statistics: dict[str, float] = field(default_factory=dict)
 
 
 class FileVertical(Vertical):
@@ -192,6 +267,27 @@ class FileVertical(Vertical):
 
     #: File name endings this vertical reads, longest first (".nii.gz" before ".nii").
     input_suffixes: ClassVar[tuple[str, ...]] = ()
+    reference_size: ClassVar[int] = 16
+    #: The outcome field given as a file (medical: a corrected mask), uploaded to
+    #: `/feedback` as multipart; None: outcomes are JSON only.
+    outcome_file: ClassVar[str | None] = None
+    #: Whether the log keeps every output file (medical: Dice against corrected masks
+    #: needs the predicted mask); inputs are kept only with `log.keep_files`.
+    keep_outputs: ClassVar[bool] = False
+
+    def check_outcome_file(self, path: Path, entry: Logged) -> None:
+        """Raise `UserError` when the file given as an outcome does not fit the logged
+        prediction (a mask in another grid than the input's). Default: any file."""
+
+    def monitor_frame(self, model: Any, entries: list[Logged]) -> pd.DataFrame:
+        """Default: one row per file, its `statistics` and the summary's scalar fields."""
+        import pandas as pd
+
+        rows = []
+        for entry in entries:
+            facts = entry.inputs if isinstance(entry.inputs, dict) else {}
+            rows.append({**dict(facts.get("statistics") or {}), **_scalars(entry.outputs or {})})
+        return pd.DataFrame(rows)
 
     @abstractmethod
     def predict_path(self, model: Any, path: Path) -> FileOutput:

@@ -59,7 +59,7 @@ class Offload:
             raise
         self._pool = pool
 
-    async def answer(self, body: bytes) -> tuple[int, bytes, int]:
+    async def answer(self, body: bytes, request_id: str | None = None) -> tuple[int, bytes, int]:
         """(200 or 422, the JSON answer, output rows) for a request `body`.
 
         Big requests wait for one child to start (under a lock: two at once would start
@@ -79,13 +79,13 @@ class Offload:
         pool = self._pool
         if pool is not None:
             try:
-                return await asyncio.wrap_future(pool.submit(answer_table, body))
+                return await asyncio.wrap_future(pool.submit(answer_table, body, None, request_id))
             except BrokenProcessPool:
                 log.error("the big-request process died; starting a new one at the next")
                 pool.shutdown(wait=False, cancel_futures=True)
                 if self._pool is pool:
                     self._pool = None
-        return await asyncio.to_thread(answer_table, body, self.served)
+        return await asyncio.to_thread(answer_table, body, self.served, request_id)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -112,7 +112,9 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def answer_table(body: bytes, served: Served | None = None) -> tuple[int, bytes, int]:
+def answer_table(
+    body: bytes, served: Served | None = None, request_id: str | None = None
+) -> tuple[int, bytes, int]:
     """A whole request through the table path: parse, one `predict`, the JSON answer."""
     served = served or _served
     assert served is not None, "the offload process has no model"
@@ -122,4 +124,4 @@ def answer_table(body: bytes, served: Served | None = None) -> tuple[int, bytes,
         rows = RecordVertical.predict_records(vertical, model, [records])[0]  # the table path
     except (BadRequest, UserError) as exc:
         return 422, unprocessable(exc), 0
-    return 200, codec.encode(version, rows, sample=CHECKED_ROWS), len(rows)
+    return 200, codec.encode(version, rows, sample=CHECKED_ROWS, request_id=request_id), len(rows)

@@ -76,6 +76,7 @@ class RecordCodec:
         response = create_model(
             "PredictResponse",
             model_version=(str, ...),
+            request_id=(str | None, None),  # the log's key: feedback names it
             predictions=(list[output], ...),  # type: ignore[valid-type]
         )
         return cls(
@@ -121,7 +122,11 @@ class RecordCodec:
             raise BadRequest(describe_errors(errors, ("record",)), errors) from None
 
     def encode(
-        self, model_version: str, rows: list[dict[str, Any]], sample: int | None = None
+        self,
+        model_version: str,
+        rows: list[dict[str, Any]],
+        sample: int | None = None,
+        request_id: str | None = None,
     ) -> bytes:
         """The JSON answer, checked against the response schema (a vertical's bug is a 500
         here, not a malformed answer).
@@ -131,9 +136,9 @@ class RecordCodec:
         table path share their types, and if the sample's checked JSON differs in any byte
         from the unchecked one, every row is checked after all.
         """
-        answer = {"model_version": model_version, "predictions": rows}
+        answer = {"model_version": model_version, "request_id": request_id, "predictions": rows}
         if sample is not None and len(rows) > sample:
-            head = {"model_version": model_version, "predictions": rows[:sample]}
+            head = {**answer, "predictions": rows[:sample]}
             if self._checked(head) == to_json(head, inf_nan_mode="null"):
                 return to_json(answer, inf_nan_mode="null")
         return self._checked(answer)

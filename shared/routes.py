@@ -40,7 +40,9 @@ from verticals.core.examples import EXAMPLES, example_body
 from verticals.core.hotswap import Versions
 from verticals.core.logs import get_logger
 from verticals.core.offload import Offload
+from verticals.core.predlog import LogUnavailable
 from verticals.core.records import BadRequest, RecordCodec, unprocessable
+from verticals.core.request_log import RequestLog
 
 log = get_logger("serving")
 # Work below this runs on the event loop: handing it to a thread and back costs about as
@@ -127,8 +129,9 @@ class ModelVersion:
         raise NotImplementedError
 
     @staticmethod
-    def add_route(app: FastAPI, versions: Versions[Any]) -> None:
-        """Register `POST /predict`, answered by `versions.current` of each request."""
+    def add_route(app: FastAPI, versions: Versions[Any], journal: RequestLog | None) -> None:
+        """Register `POST /predict`, answered by `versions.current` of each request, each
+        answer logged by `journal` (when the log is on) before it is sent."""
         raise NotImplementedError
 
     def start_batching(self, run_batch: Callable[[list[Any]], list[Any]], size: Any) -> None:
@@ -238,10 +241,14 @@ class RecordPredict(ModelVersion):
         if self.offload is not None:
             self.offload.close()
 
-    async def answer(self, body: bytes) -> tuple[int, bytes, int]:
-        """(status, JSON answer, output rows) for a request body."""
+    async def answer(
+        self, body: bytes, request_id: str | None = None
+    ) -> tuple[int, bytes, int, list[dict[str, Any]] | None]:
+        """(status, JSON answer, output rows, the validated records) for a request body;
+        records are None when another process parsed them (a big body)."""
         if self.offload is not None and self.big_bytes is not None and len(body) > self.big_bytes:
-            return await self.offload.answer(body)
+            return (*await self.offload.answer(body, request_id), None)
+        records: list[dict[str, Any]] | None = None
         try:
             records = self.codec.parse(body)  # microseconds per record: on the event loop
             if self.batcher is not None:
@@ -251,11 +258,13 @@ class RecordPredict(ModelVersion):
             else:  # off the event loop: requests overlap, and torch releases the GIL
                 rows = (await self.pool.run(self.fast, self.model, [records]))[0]
         except (BadRequest, UserError) as exc:
-            return 422, unprocessable(exc), 0
-        return 200, self.codec.encode(self.version, rows), len(rows)
+            return 422, unprocessable(exc), 0, None
+        return 200, self.codec.encode(self.version, rows, request_id=request_id), len(rows), records
 
     @staticmethod
-    def add_route(app: FastAPI, versions: Versions[RecordPredict]) -> None:
+    def add_route(
+        app: FastAPI, versions: Versions[RecordPredict], journal: RequestLog | None
+    ) -> None:
         """`POST /predict`, answered by the version current when the body has arrived (the
         OpenAPI schema is the first version's)."""
         first = versions.current
@@ -265,6 +274,7 @@ class RecordPredict(ModelVersion):
         @app.post(
             "/predict",
             response_model=first.codec.output_schema,
+            responses=_PREDICT_ERRORS,
             openapi_extra={
                 "requestBody": {
                     "required": True,
@@ -274,13 +284,25 @@ class RecordPredict(ModelVersion):
         )
         async def predict(request: Request) -> Response:
             body = await request.body()
+            started = time.perf_counter()
             served = versions.current  # this request's version, whatever swaps meanwhile
-            request.scope["state"][ANSWERED_BY] = served.header
+            state = request.scope["state"]
+            state[ANSWERED_BY] = served.header
+            request_id = state.get("request_id")
             served.active += 1
             try:
-                status, content, count = await served.answer(body)
+                status, content, count, records = await served.answer(body, request_id)
             finally:
                 served.active -= 1
+            if status == 200 and journal is not None and request_id is not None:
+                latency = (time.perf_counter() - started) * 1000
+                inputs = served.inputs(records) if records else count
+                try:
+                    await journal.records(
+                        served.version, request_id, records, body, content, inputs, latency
+                    )
+                except LogUnavailable as exc:
+                    return log_unavailable(exc, request_id)
             if count:
                 served.scored.inc(count)
             return Response(content, status_code=status, media_type="application/json")
@@ -302,6 +324,19 @@ def _seconds(work: Callable[[], Any], repeats: int = 5) -> float:
         work()
         best = min(best, time.perf_counter() - started)
     return best
+
+
+_PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"description": "a malformed input: the message names the record and field"},
+    503: {"description": "the prediction log could not record the answer; nothing was answered"},
+}
+
+
+def log_unavailable(exc: LogUnavailable, request_id: str) -> JSONResponse:
+    """A 503 for a prediction the log could not take: an answer that is not in the log
+    would break the promise that every sent prediction is."""
+    body = {"message": f"{exc}; try again", "request_id": request_id}
+    return JSONResponse(status_code=503, content=body, headers={"Retry-After": "5"})
 
 
 class OutputFile(BaseModel):
@@ -355,7 +390,9 @@ class FilePredict(ModelVersion):
         return (await self.pool.run(self._run, [(name, data)]))[0]
 
     @staticmethod
-    def add_route(app: FastAPI, versions: Versions[FilePredict]) -> None:
+    def add_route(
+        app: FastAPI, versions: Versions[FilePredict], journal: RequestLog | None
+    ) -> None:
         """`POST /predict`, answered by the version current when the upload has arrived;
         each answer is checked against that version's own output schema (the OpenAPI
         schema is the first version's)."""
@@ -365,6 +402,7 @@ class FilePredict(ModelVersion):
         response = create_model(
             "PredictResponse",
             model_version=(str, ...),
+            request_id=(str | None, None),
             input=(str, ...),
             prediction=(versions.current.output, ...),
             output_file=(OutputFile | None, None),
@@ -372,7 +410,7 @@ class FilePredict(ModelVersion):
 
         # Annotations are strings here (postponed evaluation): FastAPI resolves them against
         # the module's globals, so they must not name this function's locals.
-        @app.post("/predict", response_model=response)
+        @app.post("/predict", response_model=response, responses=_PREDICT_ERRORS)
         async def predict(
             request: Request,
             file: Annotated[UploadFile, File(description="one input file (endings: /metadata)")],
@@ -390,8 +428,11 @@ class FilePredict(ModelVersion):
             data = await file.read()
             if not data:
                 return unprocessable_response(f"file {name!r} is empty")
+            started = time.perf_counter()
             served = versions.current  # this request's version, whatever swaps meanwhile
-            request.scope["state"][ANSWERED_BY] = served.header
+            state = request.scope["state"]
+            state[ANSWERED_BY] = served.header
+            request_id = state.get("request_id")
             served.active += 1  # before any await: a swap closes it only once this is done
             try:
                 result = await served.predict_upload(name, data)
@@ -403,8 +444,15 @@ class FilePredict(ModelVersion):
             summary = served.output.model_validate(result.summary).model_dump(
                 mode="json", by_alias=True
             )
-            served.scored.inc()
             out_name = f"{vertical.stem(Path(name))}{result.suffix}"
+            if journal is not None and request_id is not None:
+                latency = (time.perf_counter() - started) * 1000
+                try:
+                    await journal.file(served.version, request_id, name, data, result, summary,
+                                       out_name, latency)  # fmt: skip
+                except LogUnavailable as exc:
+                    return log_unavailable(exc, request_id)
+            served.scored.inc()
             if fmt == "file":
                 ascii_name = out_name.encode("ascii", "replace").decode().replace('"', "_")
                 headers = {  # RFC 6266: an ASCII fallback and the UTF-8 name
@@ -414,8 +462,8 @@ class FilePredict(ModelVersion):
                 }
                 return Response(result.content, media_type=result.media_type, headers=headers)
             answer: dict[str, Any] = {
-                "model_version": served.version, "input": name, "prediction": summary,
-                "output_file": None,
+                "model_version": served.version, "request_id": request_id, "input": name,
+                "prediction": summary, "output_file": None,
             }  # fmt: skip
             if fmt == "json":
                 encoded = base64.b64encode(result.content).decode("ascii")

@@ -2,9 +2,13 @@
 
 Endpoints: `/health` (process alive), `/ready` (model loaded and warmed up on the
 bundle's example inputs; 503 before), `/metadata` (version,
-metrics, schema), `POST /predict` (one record or a list), `POST /feedback` (outcomes for
-retraining, appended as JSON lines), `/metrics` (Prometheus) and the OpenAPI docs.
-Malformed input is answered 422 with a message that names the field, never 500.
+metrics, schema), `POST /predict` (one record or a list), `POST /feedback` (outcomes of
+logged predictions, by request id), `/metrics` (Prometheus, with the latest monitor
+figures) and the OpenAPI docs. Malformed input is answered 422 with a message that names
+the field, never 500.
+
+With a prediction log (`predlog`), every answered `/predict` is committed to it before
+the answer is sent, under the request id the answer carries (body and `X-Request-ID`).
 
 How a record request reaches the model, cheapest first: the body is parsed and checked
 by one compiled pydantic call (`records.RecordCodec`); a small body goes through the
@@ -33,12 +37,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import Body, FastAPI
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -56,21 +59,23 @@ from verticals.core.config import ServeConfig
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, warm_up
+from verticals.core.feedback_route import add_feedback_route
 from verticals.core.hotswap import Follow, Follower, Versions, reason
 from verticals.core.logs import get_logger
+from verticals.core.monitor_gauges import MonitorGauges
+from verticals.core.predlog import LOG_ENV, LogSettings, PredictionLog, settings_from_env
+from verticals.core.request_log import RequestLog
 from verticals.core.routes import (
     ANSWERED_BY,
     FilePredict,
     ModelVersion,
     RecordPredict,
-    unprocessable_response,
 )
 from verticals.core.runs import write_atomic
 
 log = get_logger("serving")
 BUNDLE_ENV = "VERTICALS_BUNDLE"  # read by `app_from_env` in each server worker process
 SERVE_ENV = "VERTICALS_SERVE"  # the serve.* settings as JSON, for the worker processes
-FEEDBACK_ENV = "VERTICALS_FEEDBACK_DIR"  # where /feedback writes (the bundle's image sets it)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for N > 1 workers: metrics add up
 SERVED_ENV = "VERTICALS_SERVED_NOTE"  # workers note the version they swapped to here
 FOLLOW_ENV = "VERTICALS_FOLLOW"  # what the worker processes follow: `Champion.to_env()`
@@ -83,10 +88,10 @@ CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection fi
 
 def create_app(
     bundle: Bundle | str | Path,
-    feedback_dir: str | Path | None = None,
     warm: Warm = "now",
     options: ServeConfig | None = None,
     follow: Follow | None = None,
+    prediction_log: PredictionLog | LogSettings | None = None,
 ) -> FastAPI:
     """A FastAPI app serving `bundle` (a loaded `Bundle` or a bundle folder).
 
@@ -101,13 +106,19 @@ def create_app(
     is asked every `options.reload_seconds` and on SIGHUP while the server runs; when it
     names another bundle, that one is loaded, warmed up and swapped in without dropping a
     request (`hotswap`). `app.state.reload()` asks at once (an awaitable: True if swapped).
+
+    `prediction_log` (a `PredictionLog`, or the settings of one) records every answered `/predict`
+    before it is sent, and takes `/feedback`; without it nothing is logged and `/feedback`
+    answers 503.
     """
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     options = options or ServeConfig()
     vertical = bundle.vertical
-    feedback_root = feedback_dir or os.environ.get(FEEDBACK_ENV) or Path("feedback") / vertical.name
-    feedback_path = Path(feedback_root) / "feedback.jsonl"
+    plog = (
+        PredictionLog(prediction_log) if isinstance(prediction_log, LogSettings) else prediction_log
+    )
+    journal = RequestLog(plog, vertical) if plog is not None else None
 
     registry = CollectorRegistry()
     requests = Counter("verticals_requests", "HTTP requests", ["path", "status"], registry=registry)
@@ -127,6 +138,11 @@ def create_app(
         ["outcome"], registry=registry,
     )  # fmt: skip
     exposition = _exposition_registry(registry)
+    if plog is not None:  # the latest `verticals monitor` figures, read from the log
+        gauges = MonitorGauges(plog, vertical.name)
+        registry.register(gauges)
+        if exposition is not registry:
+            exposition.register(gauges)
 
     kind: type[ModelVersion] = FilePredict if isinstance(vertical, FileVertical) else RecordPredict
     first = kind(bundle, scored, options, batch_sizes)
@@ -210,6 +226,8 @@ def create_app(
             if follower is not None:
                 await follower.stop()
             await versions.close()
+            if plog is not None:
+                plog.close()
 
     async def reload() -> bool:
         """Ask `follow` now (as SIGHUP does) and swap if it names another bundle."""
@@ -256,28 +274,14 @@ def create_app(
             "reload_seconds": options.reload_seconds if follower is not None else None,
             "checked": checked.isoformat(timespec="seconds") if checked else None,
             "reload_error": follower.error if follower is not None else None,
+            "prediction_log": None if plog is None else {
+                "database": plog.settings.describe(), "inputs": plog.settings.inputs,
+                "dropped": list(plog.settings.drop), "keep_files": plog.settings.keep_files,
+            },
         }  # fmt: skip
 
-    kind.add_route(app, versions)  # type: ignore[arg-type]
-
-    @app.post("/feedback")
-    def feedback(items: Annotated[list[dict[str, Any]], Body(min_length=1)]) -> Any:
-        """Record observed outcomes (e.g. `{"id": ..., "outcome": 1}`) for monitoring/retraining."""
-        stamp = datetime.now().isoformat(timespec="seconds")
-        version = versions.current.version
-        lines = []
-        for i, item in enumerate(items):
-            record = {**item, "received": stamp, "model_version": version}
-            try:
-                lines.append(json.dumps(record, allow_nan=False) + "\n")
-            except ValueError:
-                return unprocessable_response(
-                    f"feedback[{i}] holds NaN or Infinity; send null instead"
-                )
-        feedback_path.parent.mkdir(parents=True, exist_ok=True)
-        with feedback_path.open("a") as fh:
-            fh.writelines(lines)
-        return {"stored": len(items)}
+    kind.add_route(app, versions, journal)  # type: ignore[arg-type]
+    add_feedback_route(app, versions, plog)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
@@ -416,12 +420,16 @@ def app_from_env() -> FastAPI:
     then on. Each worker warms up before it accepts a request."""
     path = _last_served() or os.environ.get(BUNDLE_ENV) or None
     follow = follow_from_env()
+    settings = settings_from_env()
+    own = LOG_ENV not in os.environ  # no parent migrated it (a bundle's serve.py, uvicorn)
+    plog = None if settings is None else PredictionLog(settings, migrate_schema=own)
+    options = options_from_env()
     if follow is None:
         if path is None:
             raise UserError(f"set {BUNDLE_ENV} to the bundle folder to serve")
-        return create_app(path, warm="startup", options=options_from_env())
+        return create_app(path, warm="startup", options=options, prediction_log=plog)
     bundle = first_bundle(follow, path)
-    return create_app(bundle, warm="startup", options=options_from_env(), follow=follow)
+    return create_app(bundle, warm="startup", options=options, follow=follow, prediction_log=plog)
 
 
 def _remember_served(path: Path) -> None:
@@ -477,7 +485,12 @@ def first_bundle(follow: Follow, fallback: Bundle | str | Path | None) -> Bundle
     return fallback
 
 
-def run_server(bundle: Bundle, settings: ServeConfig, follow: Follow | None = None) -> None:
+def run_server(
+    bundle: Bundle,
+    settings: ServeConfig,
+    follow: Follow | None = None,
+    prediction_log: LogSettings | None = None,
+) -> None:
     """Serve `bundle` with uvicorn until stopped: in this process (`settings.workers` 1,
     warming up in the background) or in that many worker processes, each warm before it
     takes a request, whose `/metrics` add up.
@@ -487,15 +500,23 @@ def run_server(bundle: Bundle, settings: ServeConfig, follow: Follow | None = No
     SIGHUP to that process. SIGHUP to the parent of several workers replaces them one by
     one: uvicorn starts each replacement, which asks afresh and warms up, and stops the
     old worker only once the new one is ready.
+
+    With `prediction_log`, every answer is in the log before it is sent; its schema is
+    migrated here, once, before any worker starts.
     """
     import uvicorn
 
+    # migrates the schema once; a database that cannot be reached stops the start here
+    opened = None if prediction_log is None else PredictionLog(prediction_log)
     options = {"host": settings.host, "port": settings.port, "log_level": str(settings.log_level)}
     if settings.workers == 1:
         first = bundle if follow is None else first_bundle(follow, bundle)
-        app = create_app(first, warm="background", options=settings, follow=follow)
+        app = create_app(
+            first, warm="background", options=settings, follow=follow, prediction_log=opened
+        )
         uvicorn.run(app, **options)  # type: ignore[arg-type]
         return
+    os.environ[LOG_ENV] = "off" if prediction_log is None else prediction_log.to_env()
     os.environ[BUNDLE_ENV] = str(bundle.path)
     os.environ[SERVE_ENV] = options_to_env(settings)
     os.environ.pop(FOLLOW_ENV, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 # A developer's own MLflow server must not receive the tests' runs and promotions.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# Servers started without log settings (a bundle's serve.py) log here, not into the checkout.
+os.environ["VERTICALS_LOG_DIR"] = tempfile.mkdtemp(prefix="verticals-test-predlog-")
+for _key in ("VERTICALS_LOG", "VERTICALS_LOG_URL"):
+    os.environ.pop(_key, None)
 
 from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline, registry  # noqa: E402

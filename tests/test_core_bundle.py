@@ -16,6 +16,7 @@ from verticals.core import pipeline
 from verticals.core.batch import predict_file
 from verticals.core.bundle import load_bundle, write_bundle
 from verticals.core.errors import UserError
+from verticals.core.predlog import LogSettings
 from verticals.core.serving import create_app
 
 
@@ -81,12 +82,16 @@ def test_crash_while_packaging_leaves_old_bundle(
 
 def test_serving_contract(toy_run: pipeline.TrainResult, tmp_path: Path) -> None:
     bundle_dir = write_bundle(toy_run.run_dir, tmp_path / "bundles")
-    client = TestClient(create_app(bundle_dir, feedback_dir=tmp_path / "fb"))
+    client = TestClient(
+        create_app(bundle_dir, prediction_log=LogSettings.default(tmp_path / "log"))
+    )
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json()["ready"] is True
     meta = client.get("/metadata").json()
     assert meta["model_version"] == bundle_dir.name and "accuracy" in meta["metrics"]
-    one = client.post("/predict", json={"x": 2.0}).json()
+    answered = client.post("/predict", json={"x": 2.0}, headers={"X-Request-ID": "app-7"})
+    one = answered.json()
+    assert one["request_id"] == answered.headers["X-Request-ID"] == "app-7"
     assert one["predictions"] == [
         {"label": 1, "margin": pytest.approx(2.0 - toy_run.model["threshold"])}
     ]
@@ -98,8 +103,16 @@ def test_serving_contract(toy_run: pipeline.TrainResult, tmp_path: Path) -> None
     assert extra.status_code == 422 and "y: Extra inputs" in extra.json()["message"]
     for body in (b"{not json", b"[]", b"42"):
         assert client.post("/predict", content=body).status_code == 422
-    assert client.post("/feedback", json=[{"id": 1, "outcome": 1}]).json() == {"stored": 1}
-    assert (tmp_path / "fb" / "feedback.jsonl").read_text().count("\n") == 1
+    assert client.post("/feedback", json=[{"request_id": "app-7", "y": 1}]).json() == {
+        "stored": 1,
+        "replaced": 0,
+    }
+    again = client.post("/feedback", json={"request_id": "app-7", "y": 0}).json()
+    assert again["replaced"] == 1 and "app-7" in again["message"]
+    unknown = client.post("/feedback", json=[{"request_id": "nobody", "y": 1}])
+    assert unknown.status_code == 404 and "nobody" in unknown.json()["message"]
+    bad = client.post("/feedback", json=[{"request_id": "app-7", "y": 3}])
+    assert bad.status_code == 422 and "feedback[0].y" in bad.json()["message"]
     metrics = client.get("/metrics").text
     assert 'verticals_requests_total{path="/predict",status="422"}' in metrics
     assert "/predict" in client.get("/openapi.json").json()["paths"]

@@ -125,7 +125,7 @@ def test_bundle_round_trip_gives_identical_masks(
 def test_api_takes_a_volume_and_returns_mask_and_volumes(
     medical_run: pipeline.TrainResult, medical_bundle, tmp_path: Path
 ) -> None:
-    client = TestClient(create_app(medical_bundle, feedback_dir=tmp_path))
+    client = TestClient(create_app(medical_bundle))
     path = Path(medical_run.splits.test[0]["image"])
     files = {"file": (path.name, path.read_bytes(), "application/gzip")}
     body = client.post("/predict", files=files).json()

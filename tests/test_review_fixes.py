@@ -89,7 +89,7 @@ def test_serving_rejects_nan_and_absurd_nesting(finance_run, tmp_path: Path) -> 
     )
     assert deep.status_code == 422
     fb = client.post("/feedback", json=[{"id": 1, "model_version": "fake"}])
-    assert fb.status_code == 200
+    assert fb.status_code == 503 and "no prediction log" in fb.json()["message"]
 
 
 def test_bundle_files_are_readable_by_others(finance_run, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from verticals.core import pipeline
 from verticals.core.bundle import load_bundle, write_bundle
 from verticals.core.config import ConfigValueError, ServeConfig
+from verticals.core.predlog import LogSettings, PredictionLog
 from verticals.core.serving import (
     BUNDLE_ENV,
     FOLLOW_ENV,
@@ -108,7 +109,8 @@ def test_a_server_swaps_to_the_version_it_follows_and_back(
     a, b = toy_bundles[:2]
     pointer = Pointer(tmp_path / "champion", a)
     options = ServeConfig(reload_seconds=0.2, batching="on")  # type: ignore[arg-type]
-    app = create_app(a, feedback_dir=tmp_path / "fb", options=options, follow=pointer)
+    log = LogSettings.default(tmp_path / "log")
+    app = create_app(a, options=options, follow=pointer, prediction_log=log)
     with TestClient(app) as client:
         answers = Answers(client, toy_bundles)
         assert [answers.version(x) for x in (-1.0, 0.5, 3.0)] == [a.name] * 3
@@ -126,9 +128,12 @@ def test_a_server_swaps_to_the_version_it_follows_and_back(
         assert meta["checked"] and meta["reload_seconds"] == 0.2 and meta["reload_error"] is None
         bad = client.post("/predict", json={"x": "many"})
         assert bad.status_code == 422 and bad.headers["x-model-version"] == b.name
-        assert client.post("/feedback", json=[{"id": 1, "outcome": 0}]).status_code == 200
-        stored = (tmp_path / "fb" / "feedback.jsonl").read_text().splitlines()
-        assert json.loads(stored[-1])["model_version"] == b.name
+        answers.counts[b.name] += 1  # the next request's, counted like the others
+        client.post("/predict", json={"x": 1.0}, headers={"X-Request-ID": "after-swap"})
+        fb = client.post("/feedback", json=[{"request_id": "after-swap", "y": 1}])
+        assert fb.status_code == 200
+        (logged,) = PredictionLog(log).entries("toy", outcomes_only=True)
+        assert logged.model_version == b.name and logged.outcome == {"y": 1}
 
         pointer.point(a)  # a rollback is a swap like any other
         answers.until(a.name)
@@ -371,6 +376,7 @@ def test_worker_processes_start_on_the_followed_version(
     monkeypatch.setenv(BUNDLE_ENV, str(fallback))
     monkeypatch.setenv(FOLLOW_ENV, str(pointer.file))
     monkeypatch.setenv(SERVE_ENV, options_to_env(ServeConfig(reload_seconds=0.05)))
+    monkeypatch.setenv("VERTICALS_LOG_DIR", str(tmp_path / "log"))
     with TestClient(app_from_env()) as client:
         answers = Answers(client, toy_bundles)
         assert answers.version() == named.name

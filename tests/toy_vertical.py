@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from pydantic import BaseModel, ConfigDict
 
-from verticals.core.contract import RecordVertical, RunContext, Splits
+from verticals.core.contract import Logged, RecordVertical, RunContext, Splits
 
 
 class ToyRecord(BaseModel):
@@ -26,6 +26,11 @@ class ToyRecord(BaseModel):
 class ToyOutput(BaseModel):
     label: int
     margin: float
+
+
+class ToyOutcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    y: Literal[0, 1]
 
 
 class ToyVertical(RecordVertical):
@@ -70,3 +75,13 @@ class ToyVertical(RecordVertical):
 
     def example_inputs(self, splits: Splits, n: int) -> pd.DataFrame:
         return splits.test[["x"]].head(n)
+
+    def outcome_schema(self, model: Any) -> type[BaseModel]:
+        return ToyOutcome
+
+    def live_metrics(self, model: Any, entries: list[Logged]) -> dict[str, float]:
+        """Accuracy of the logged labels against the outcomes."""
+        pairs = [(e.outputs[0]["label"], e.outcome["y"]) for e in entries if e.outcome]
+        if not pairs:
+            return {}
+        return {"accuracy": sum(a == b for a, b in pairs) / len(pairs), "labelled": len(pairs)}

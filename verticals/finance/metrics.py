@@ -11,38 +11,15 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-PSI_BINS = 10
+from verticals.core.drift import PSI_BINS, psi, psi_band, score_bins
+
+__all__ = ["PSI_BINS", "classification_metrics", "ks_statistic", "psi", "psi_band", "score_bins"]
 
 
 def ks_statistic(y: np.ndarray, pd_: np.ndarray) -> float:
     """Kolmogorov-Smirnov: largest gap between the PD distributions of bads and goods."""
     fpr, tpr, _ = roc_curve(y, pd_)
     return float(np.max(tpr - fpr))
-
-
-def score_bins(train_scores: np.ndarray, bins: int = PSI_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """Decile edges of the training scores, and the share of training scores in each."""
-    edges = np.unique(np.quantile(train_scores, np.linspace(0, 1, bins + 1)[1:-1]))
-    counts = np.bincount(
-        np.searchsorted(edges, train_scores, side="right"), minlength=len(edges) + 1
-    )
-    return edges, counts / counts.sum()
-
-
-def psi(edges: np.ndarray, expected: np.ndarray, scores: np.ndarray) -> float:
-    """Population stability index of `scores` against the training distribution."""
-    counts = np.bincount(np.searchsorted(edges, scores, side="right"), minlength=len(expected))
-    actual = counts / max(counts.sum(), 1)
-    e = np.clip(expected, 1e-6, None)
-    a = np.clip(actual, 1e-6, None)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-def psi_band(value: float) -> str:
-    """How the field reads a PSI: < 0.10 stable, 0.10-0.25 watch, > 0.25 shifted."""
-    if value < 0.10:
-        return "stable"
-    return "watch" if value <= 0.25 else "shifted"
 
 
 def classification_metrics(y: np.ndarray, pd_: np.ndarray) -> dict[str, float]:
