@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from verticals.core.batch_log import BatchLog
 from verticals.core.bundle import Bundle
 from verticals.core.contract import FileVertical, RecordVertical
 from verticals.core.errors import UserError
@@ -33,11 +34,14 @@ def predict_file(
     batch_size: int = 50_000,
     keep_columns: list[str] | None = None,
     progress: bool = True,
+    journal: BatchLog | None = None,
 ) -> int:
     """Score every row of `input_path` and write the predictions to `output_path`.
 
     Columns named in `keep_columns` (an id, say) are copied in front of the predictions.
     Returns the number of rows scored; the output appears only once every row is written.
+    With `journal`, every input is in the prediction log, and its request id is the
+    output's first column.
     """
     if not isinstance(bundle.vertical, RecordVertical):
         raise UserError(f"{bundle.vertical.name} takes files: give input=<folder of files>")
@@ -67,6 +71,8 @@ def predict_file(
                 rows = f"rows {done + 1}-{done + len(frame)}"
                 detail = exc.message.removeprefix("input: ")
                 raise UserError(f"{input_path} ({rows}): {detail}") from None
+            if journal is not None:
+                result.insert(0, "request_id", journal.records(frame, result, group))
             if keep and len(result) != len(frame):
                 raise UserError(
                     f"keep_columns needs one prediction per row; {bundle.vertical.name} "
@@ -87,10 +93,14 @@ def predict_file(
             raise UserError(f"input {input_path} has no rows to score")
     except BaseException:
         writer.abort()
+        if journal is not None:
+            journal.abort()
         raise
     finally:
         bar.close()
     writer.close()
+    if journal is not None:
+        journal.finish(input_path)
     return done
 
 
@@ -121,6 +131,7 @@ def predict_folder(
     input_path: str | Path,
     output: str | Path,
     progress: bool = True,
+    journal: BatchLog | None = None,
 ) -> pd.DataFrame:
     """Run a file vertical's bundle over a folder (or one file) of inputs.
 
@@ -167,6 +178,9 @@ def predict_folder(
             rows.append({"input": str(path), "error": message})
             continue
         row: dict[str, Any] = {"input": str(path)}
+        if journal is not None:
+            summary = vertical.response_schema(bundle.model).model_validate(result.summary)
+            row["request_id"] = journal.file(path, result, summary.model_dump(mode="json"))
         if not table_only:  # mirror the input tree, so a/case and b/case keep apart
             target = out / path.relative_to(base).parent / f"{vertical.stem(path)}{result.suffix}"
             write_atomic(target, result.content)
@@ -179,6 +193,8 @@ def predict_folder(
         write_atomic(destination, table.to_parquet(index=False))
     else:
         write_atomic(destination, table.to_csv(index=False))
+    if journal is not None:
+        journal.finish(source)
     if failed:
         shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
         raise UserError(

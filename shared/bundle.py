@@ -33,7 +33,8 @@ MANIFEST = "manifest.json"
 FORMAT = 2  # 2: the core is `verticals.core` and the suite's wheel is in wheels/
 WHEELS = "wheels"
 SUITE = "verticals"  # the distribution of the core
-_COPIED = ("config.yaml", "metrics.json", "run.json", "model_card.md")
+# reference.jsonl.gz: the training reference the monitor compares live traffic with
+_COPIED = ("config.yaml", "metrics.json", "run.json", "model_card.md", "reference.jsonl.gz")
 _CORE_LIBS = (
     "numpy", "pandas", "pyarrow", "pydantic", "hydra-core", "omegaconf",
     "fastapi", "uvicorn", "httptools", "uvloop", "prometheus-client", "python-multipart",

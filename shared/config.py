@@ -188,12 +188,14 @@ class MonitorConfig:
     # columns with a threshold of their own (name -> psi_alert), and columns not judged
     psi_alert_by_column: dict[str, float] = field(default_factory=dict)
     ignore: list[str] = field(default_factory=list)
-    min_rows: int = 30  # fewer live rows: the figures are shown, not judged
+    # fewer logged requests (or outcomes, for live metrics): figures shown, not judged
+    min_rows: int = 30
     live: dict[str, LiveBound] = field(default_factory=dict)  # live metric -> bounds
+    max_rows: int = 200_000  # the newest requests of the window that are compared
 
     def __post_init__(self) -> None:
         check_ranges(self, "psi_watch psi_alert", gt=0)
-        check_range(self, "min_rows", ge=1)
+        check_ranges(self, "min_rows max_rows", ge=1)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from verticals.core import registry, run_tracking
+from verticals.core import reference, registry, run_tracking
 from verticals.core.config import require_int
 from verticals.core.contract import RunContext, Splits, Vertical
 from verticals.core.device import resolve_device
@@ -84,6 +84,7 @@ def _train(
     metrics = vertical.evaluate(model, splits.test, ctx)
     vertical.save(model, run_dir / "model")
     write_examples(vertical, splits, run_dir / EXAMPLES)
+    reference.write(vertical, model, splits, run_dir)  # what the monitor compares with
 
     write_json(run_dir / "metrics.json", metrics)
     run_info = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -203,6 +204,7 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 
 
 def _alembic_config() -> Any:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up, each time
     from alembic.config import Config
 
     config = Config()
@@ -240,7 +242,12 @@ def migrate(engine: sa.Engine) -> bool:
     except sa.exc.DBAPIError:
         if current_revision(engine) != head:  # not another process migrating at once
             raise
+    log.info("prediction log %s: schema at revision %s", _masked(engine), head)
     return True
+
+
+def _masked(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 class PredictionLog:
@@ -295,6 +302,12 @@ class PredictionLog:
         """Log rows from a command (a batch): in transactions of `chunk` rows."""
         for start in range(0, len(rows), chunk):
             self._insert(rows[start : start + chunk])
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Remove a batch that failed before its output was written."""
+        p = tables.predictions
+        with self.engine.begin() as conn:
+            conn.execute(p.delete().where(p.c.batch_id == batch_id))
 
     def inputs_text(self, records: list[dict[str, Any]]) -> str | None:
         """A request's records as the log keeps them (`log.inputs`, `log.drop`), as JSON."""

@@ -27,6 +27,11 @@ commands:
   models     registered versions (package registers each bundle), metrics, aliases
   promote    make a version the champion that servers follow: version=N reason="..."
   rollback   move the champion back to the version before the last promotion
+  feedback   store outcomes of logged predictions from a table: input=outcomes.csv
+  monitor    drift and live metrics of the logged traffic against the training reference
+             (since=7d; exit 1 when a figure is outside its threshold)
+  log        the prediction log: `log prune <vertical> older_than=90d`,
+             `log export <vertical> output=log.parquet [since=30d]`
   demo       every vertical end to end on built-in demo data, then a summary table
   list       the installed verticals
 
@@ -40,11 +45,16 @@ examples:
   verticals runs finance
   verticals promote finance version=2 reason="better on the March holdout"
   verticals serve finance serve.port=8080
+  verticals monitor finance since=7d
+  verticals feedback finance input=outcomes.csv
   verticals train finance tracking.uri=http://mlflow.internal:5000
 """
 
 COMMANDS = ("train", "evaluate", "package", "serve", "predict", "runs", "models", "promote",
-            "rollback")  # fmt: skip
+            "rollback", "feedback", "monitor", "log")  # fmt: skip
+# A command whose config is not named after it (`conf/log/` is the log settings' group).
+_CONFIG_NAMES = {"log": "prediction_log"}
+_LOG_ACTIONS = ("prune", "export")
 # Only a training run gets a folder of its own: the others would leave empty run folders.
 _NO_OUTPUT = ["hydra.run.dir=.", "hydra.output_subdir=null"]
 
@@ -160,7 +170,10 @@ def _run_hydra(command: str, vertical: str, args: Sequence[str]) -> Any:
                 raise
             fail(_one_line(exc))
 
-    main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=command)(task)
+    config_name = _CONFIG_NAMES.get(command, command)
+    main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
+        task
+    )
     overrides, flags = split_args(args)
     saved = sys.argv
     sys.argv = [
@@ -199,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(
             f"unknown command {command!r}; expected one of {', '.join((*COMMANDS, 'demo', 'list'))}"
         )
+    if command == "log":  # `verticals log prune <vertical> ...`: the action comes first
+        if not rest or rest[0] not in _LOG_ACTIONS:
+            fail(f"`verticals log` needs an action first: {' or '.join(_LOG_ACTIONS)}")
+        rest = [*rest[1:2], f"action={rest[0]}", *rest[2:]]
     if not rest or rest[0].startswith("-") or "=" in rest[0]:
         names = ", ".join(registry.available())
         fail(f"`verticals {command}` needs a vertical first; installed: {names}")

@@ -21,7 +21,9 @@ from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.logs import get_logger
 from verticals.core.model_versions import Champion
+from verticals.core.predlog import LogSettings, PredictionLog, parse_since
 from verticals.core.runs import latest, resolve_run
+from verticals.core.tables import check_readable, read_table
 from verticals.core.tracking import Store, model_name
 
 log = get_logger("serve")
@@ -178,10 +180,12 @@ def serve(cfg: DictConfig) -> None:
     settings = ServeConfig(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
     path, follow = _served(cfg)
     bundle = load_bundle(path)  # verify once, before any worker starts
+    logged = LogSettings.of(cfg)
     print(
         f"serving {cfg.vertical} {bundle.model_version} on http://{settings.host}:{settings.port}/docs"
     )
-    run_server(bundle, settings, follow=follow)
+    print(f"prediction log: {logged.describe() if logged else 'off (log=off)'}")
+    run_server(bundle, settings, follow=follow, prediction_log=logged)
 
 
 def _served(cfg: DictConfig) -> tuple[Path, Champion | None]:
@@ -208,15 +212,166 @@ def predict(cfg: DictConfig) -> int:
     source, target = cfg.input, cfg.output  # settings first: cheap to check, no model loaded
     batch_size = require_int(cfg.batch_size, "batch_size", minimum=1)
     bundle = load_bundle(_bundle_dir(cfg))
+    journal = _batch_log(cfg, bundle)
     if isinstance(bundle.vertical, FileVertical):
-        table = predict_folder(bundle, source, target)
+        table = predict_folder(bundle, source, target, journal=journal)
         print(f"{cfg.vertical}: {len(table)} inputs with {bundle.model_version} -> {target}")
+        _logged(journal)
         return len(table)
     keep = cfg.keep_columns
     keep = [keep] if isinstance(keep, str) else list(keep or [])  # keep_columns=id works too
-    rows = predict_file(bundle, source, target, batch_size, keep)
+    rows = predict_file(bundle, source, target, batch_size, keep, journal=journal)
     print(f"{cfg.vertical}: scored {rows} rows with {bundle.model_version} -> {target}")
+    _logged(journal)
     return rows
+
+
+def _batch_log(cfg: DictConfig, bundle: Any) -> Any:
+    from verticals.core.batch_log import BatchLog
+
+    settings = LogSettings.of(cfg)
+    if settings is None:
+        return None
+    return BatchLog(PredictionLog(settings), cfg.vertical, bundle.model_version)
+
+
+def _logged(journal: Any) -> None:
+    if journal is not None:
+        print(f"logged as {journal.batch_id} ({journal.count} inputs) in "
+              f"{journal.log.settings.describe()}")  # fmt: skip
+
+
+def _log(cfg: DictConfig, must_exist: bool = True) -> PredictionLog:
+    """The prediction log a command reads (an embedded one must exist already)."""
+    settings = LogSettings.of(cfg)
+    if settings is None:
+        raise UserError("the prediction log is off (log=off); this command reads it")
+    file = settings.embedded_file
+    if must_exist and file is not None and not file.is_file():
+        raise UserError(
+            f"no prediction log at {file} yet",
+            hint=f"`verticals serve {cfg.vertical}` or `verticals predict` writes it, or "
+            "point log.url at one",
+        )
+    return PredictionLog(settings)
+
+
+def feedback(cfg: DictConfig) -> int:
+    """Store outcomes from a CSV/Parquet table: all rows, or none if one is bad."""
+    from verticals.core.feedback import FeedbackCheck, answer, rows_of_table
+    from verticals.core.records import BadRequest
+
+    source = Path(cfg.input)
+    check_readable(source, "input")
+    plog = _log(cfg)
+    bundle = load_bundle(_bundle_dir(cfg))
+    check = FeedbackCheck(bundle.vertical, bundle.model, plog)
+    if check.file_field:
+        raise UserError(
+            f"{cfg.vertical} outcomes are {check.file_field} files: POST them to /feedback "
+            "as multipart uploads"
+        )
+    frame = read_table(source)
+    if "request_id" not in frame.columns:
+        raise UserError(f"{source} has no request_id column; columns: {list(frame.columns)}")
+    frame["request_id"] = frame["request_id"].astype("string")  # "0042" or 42: an id is text
+    try:
+        parsed = check.parse(rows_of_table(frame), where="item")
+    except BadRequest as exc:
+        raise UserError(f"{source}: {exc.message}") from None
+    replaced = check.store(parsed)
+    reply = answer(parsed, replaced)
+    print(f"{cfg.vertical}: stored {reply['stored']} outcomes from {source} "
+          f"({reply['replaced']} replaced earlier ones) in {plog.settings.describe()}")  # fmt: skip
+    return int(reply["stored"])
+
+
+def monitor(cfg: DictConfig) -> int:
+    """Compare the log's window with the training reference; exit 1 on a breach."""
+    from verticals.core import monitor as monitoring
+    from verticals.core import monitor_report
+
+    since = parse_since(cfg.since if cfg.since is not None else cfg.monitor.since)
+    until = parse_since(cfg.until, "until")
+    plog = _log(cfg)
+    bundle = load_bundle(_monitored(cfg))
+    result = monitoring.check(bundle, plog, monitoring.Thresholds.of(cfg.monitor), since, until)
+    monitoring.save(result, plog, since)
+    folder = Path(cfg.output) if cfg.output else monitoring.report_dir(
+        cfg.paths.monitor_dir, cfg.vertical
+    )  # fmt: skip
+    files = monitor_report.write(result, folder)
+    f = result.figures
+    print(f"{cfg.vertical} {f['model_version']}: {f['requests']} requests since "
+          f"{f['window']['since'] or 'the start'}, {f['feedback']} with feedback")  # fmt: skip
+    if f["note"]:
+        print(f"note: {f['note']}")
+    for breach in result.breaches:
+        print(f"BREACH {breach['message']}")
+    shifted = monitoring.shifted_columns(result)
+    if shifted:
+        print(f"shifted: {', '.join(shifted)}")
+    print(f"report: {files['html']} (summary.md, figures.json, plots/ beside it)")
+    if not result.ok:
+        raise SystemExit(1)
+    print("every figure inside its threshold")
+    return 0
+
+
+def _monitored(cfg: DictConfig) -> Path:
+    """The bundle whose reference and traffic are compared: `bundle=`, `version=N`, the
+    champion, or the latest bundle."""
+    if cfg.bundle:
+        return Path(cfg.bundle)
+    store = Store.of(cfg)
+    if cfg.version is not None:
+        if store is None:
+            raise UserError("version= needs the tracking store; give bundle=PATH instead")
+        number = require_int(cfg.version, "version", minimum=1)
+        return model_versions.check_bundle(store, model_versions.get_version(
+            store, cfg.vertical, number), "monitored", files=False)  # fmt: skip
+    if store is not None and store.exists():
+        champion = Champion.of(store, cfg.vertical)()
+        if champion is not None:
+            return Path(champion)
+    return _bundle_dir(cfg)
+
+
+def prediction_log(cfg: DictConfig) -> int:
+    """`verticals log prune|export <vertical>`."""
+    action = str(cfg.action)
+    if action == "prune":
+        if cfg.older_than is None:
+            raise UserError("prune needs older_than=, e.g. older_than=90d")
+        before = parse_since(cfg.older_than, "older_than")
+        assert before is not None
+        rows, files = _log(cfg).prune(cfg.vertical, before)
+        when = before.isoformat(timespec="seconds")
+        print(f"{cfg.vertical}: removed {rows} predictions (and their feedback) logged "
+              f"before {when} UTC, and {files} kept files")  # fmt: skip
+        return rows
+    if action == "export":
+        if not cfg.output:
+            raise UserError("export needs output=, e.g. output=log.parquet")
+        from verticals.core.tables import TableWriter
+
+        plog = _log(cfg)
+        writer = TableWriter(Path(cfg.output))
+        rows = 0
+        try:
+            for part in plog.table(cfg.vertical, parse_since(cfg.since)):
+                writer.write(part)
+                rows += len(part)
+        except BaseException:
+            writer.abort()
+            raise
+        if rows == 0:
+            writer.abort()
+            raise UserError(f"the log has no {cfg.vertical} predictions in that window")
+        writer.close()
+        print(f"{cfg.vertical}: exported {rows} predictions with their feedback -> {cfg.output}")
+        return rows
+    raise UserError(f"action={action!r}; expected prune or export")
 
 
 COMMANDS = {
@@ -229,4 +384,7 @@ COMMANDS = {
     "models": models,
     "promote": promote,
     "rollback": rollback,
+    "feedback": feedback,
+    "monitor": monitor,
+    "log": prediction_log,
 }
