@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
-from verticals.finance import config, data, evaluation, model, schema
+from verticals.finance import config, data, evaluation, model, monitoring, schema
 
 
 class FinanceVertical(RecordVertical):
@@ -29,6 +29,9 @@ class FinanceVertical(RecordVertical):
     predict_table = staticmethod(model.predict_table)
     example_inputs = staticmethod(data.example_inputs)
     describe = staticmethod(evaluation.describe)
+    outcome_schema = staticmethod(monitoring.outcome_schema)
+    monitor_frame = staticmethod(monitoring.monitor_frame)
+    live_metrics = staticmethod(monitoring.live_metrics)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Prediction

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
-from verticals.retail import config, data, evaluation, model, recommend, schema
+from verticals.retail import config, data, evaluation, model, monitoring, recommend, schema
 
 
 class RetailVertical(RecordVertical):
@@ -26,6 +26,9 @@ class RetailVertical(RecordVertical):
     predict_records = staticmethod(recommend.predict_records)
     predict_table = staticmethod(recommend.predict_table)
     example_inputs = staticmethod(data.example_inputs)
+    outcome_schema = staticmethod(monitoring.outcome_schema)
+    monitor_frame = staticmethod(monitoring.monitor_frame)
+    live_metrics = staticmethod(monitoring.live_metrics)
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.RecommendRequest

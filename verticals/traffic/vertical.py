@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
 from verticals.core.runs import resume_training
-from verticals.traffic import config, data, evaluation, model, schema, training
+from verticals.traffic import config, data, evaluation, model, monitoring, schema, training
 from verticals.traffic.predict import forecast_records, forecast_rows
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ class TrafficVertical(RecordVertical):
     predict_records = staticmethod(forecast_records)
     example_inputs = staticmethod(data.example_inputs)
     describe = staticmethod(evaluation.describe)
+    outcome_schema = staticmethod(monitoring.outcome_schema)
+    monitor_frame = staticmethod(monitoring.monitor_frame)
+    live_metrics = staticmethod(monitoring.live_metrics)
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.Reading
