@@ -92,10 +92,18 @@ def compare_numeric(reference: pd.Series, live: pd.Series) -> dict[str, Any]:
 
 def compare_categorical(reference: pd.Series, live: pd.Series) -> dict[str, Any]:
     """PSI and Jensen-Shannon distance of the category mixes, a chi-square test of the live
-    counts against the reference's shares, and the share of categories never seen."""
-    ref = _as_text(reference)
-    now = _as_text(live)
-    figures: dict[str, Any] = {"kind": "categorical", "n": int(now.size)}
+    counts against the reference's shares, and the share of categories never seen. Missing
+    values are left out of the mix and reported as a share, as for numbers (a frame whose
+    rows describe different things, readings and forecasts, leaves each other's columns
+    empty)."""
+    ref = _as_text(reference.dropna())
+    now = _as_text(live.dropna())
+    figures: dict[str, Any] = {
+        "kind": "categorical",
+        "n": int(now.size),
+        "missing_reference": _share(reference.size - ref.size, reference.size),
+        "missing": _share(live.size - now.size, live.size),
+    }
     levels = ref.value_counts(normalize=True)
     if len(levels) > MANY_CATEGORIES:
         return {**figures, "psi": math.nan, "note": f"{len(levels)} categories: not compared"}
@@ -128,8 +136,8 @@ def compare(reference: pd.Series, live: pd.Series) -> dict[str, Any]:
 
 
 def _as_text(column: pd.Series) -> pd.Series:
-    """Categories as strings, missing ones as "(missing)" (a rise in missing is a drift)."""
-    return column.astype(object).where(column.notna(), "(missing)").map(str)
+    """Categories as strings (True and "True" are one category)."""
+    return column.astype(object).map(str)
 
 
 def _share(part: int, whole: int) -> float:
