@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from verticals.core.contract import FileOutput, Splits
 from verticals.manufacturing.model import MAX_BATCH, DefectModel, annotate, read_image
+from verticals.manufacturing.monitoring import image_statistics
 
 
 def predict_path(model: DefectModel, path: Path) -> FileOutput:
-    """Inspect the part in image `path`: pass/fail and detections, and the image boxed."""
+    """Inspect the part in image `path`: pass/fail and detections, and the image boxed; the
+    image's brightness, contrast and size go along as the statistics the monitor watches."""
     image = read_image(path)
     report = model.inspect(image)
-    return FileOutput(report, annotate(image, report), ".jpg", "image/jpeg")
+    return _output(image, report)
+
+
+def _output(image: np.ndarray, report: dict[str, Any]) -> FileOutput:
+    stats = image_statistics(image)
+    return FileOutput(report, annotate(image, report), ".jpg", "image/jpeg", statistics=stats)
 
 
 def predict_paths(model: DefectModel, paths: list[Path]) -> list[FileOutput]:
@@ -26,10 +36,7 @@ def predict_paths(model: DefectModel, paths: list[Path]) -> list[FileOutput]:
     for start in range(0, len(paths), MAX_BATCH):  # at most MAX_BATCH decoded images held
         images = [read_image(path) for path in paths[start : start + MAX_BATCH]]
         reports = model.inspect_many(images)
-        out += [
-            FileOutput(report, annotate(image, report), ".jpg", "image/jpeg")
-            for image, report in zip(images, reports, strict=True)
-        ]
+        out += [_output(image, report) for image, report in zip(images, reports, strict=True)]
     return out
 
 

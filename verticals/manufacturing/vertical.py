@@ -5,13 +5,25 @@ the offline settings of `verticals.manufacturing.offline`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from verticals.core.contract import FileVertical
-from verticals.manufacturing import config, data, evaluation, files, model, schema, training
+from verticals.core.contract import FileVertical, Logged
+from verticals.manufacturing import (
+    config,
+    data,
+    evaluation,
+    files,
+    model,
+    monitoring,
+    schema,
+    training,
+)
 from verticals.manufacturing.dataset import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class ManufacturingVertical(FileVertical):
@@ -30,9 +42,18 @@ class ManufacturingVertical(FileVertical):
     predict_paths = staticmethod(files.predict_paths)
     example_files = staticmethod(files.example_files)
     describe = staticmethod(evaluation.describe)
+    outcome_schema = staticmethod(monitoring.outcome_schema)
+    live_metrics = staticmethod(monitoring.live_metrics)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Inspection
+
+    def monitor_frame(self, model: Any, entries: list[Logged]) -> pd.DataFrame:
+        """The default (image statistics, decision, n_detections, width, height) plus
+        `max_confidence`. No 0/1 `fails`: `decision` already is that, as a category mix."""
+        frame = super().monitor_frame(model, entries)
+        frame["max_confidence"] = monitoring.max_confidence(entries)
+        return frame
 
     def batches_well(self, model: Any) -> bool:
         return model.batches_well()

@@ -11,7 +11,8 @@ from verticals.medical.model import MedicalModel, segment
 
 
 def predict_path(model: MedicalModel, path: Path) -> FileOutput:
-    """Segment the volume (NIfTI file or DICOM series folder) at `path`."""
+    """Segment the volume (NIfTI file or DICOM series folder) at `path`; the volume's
+    intensity and grid figures go along as the statistics the monitor watches."""
     seg = segment(model, path)
     summary = {
         "shape": [int(n) for n in seg.mask.shape],
@@ -19,7 +20,9 @@ def predict_path(model: MedicalModel, path: Path) -> FileOutput:
         "labels": {str(k): v for k, v in model.labels.items()},
         "volumes_ml": seg.volumes_ml(model.foreground),
     }
-    return FileOutput(summary, seg.nifti_gz(), ".nii.gz", "application/gzip")
+    return FileOutput(
+        summary, seg.nifti_gz(), ".nii.gz", "application/gzip", statistics=seg.statistics
+    )
 
 
 def example_files(splits: Splits, n: int, directory: Path) -> list[Path]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from verticals.core.errors import UserError
 from verticals.medical import networks
+from verticals.medical.monitoring import volume_statistics
 from verticals.medical.transforms import IMAGE, preprocessing
 
 FORMAT = 1
@@ -43,6 +44,7 @@ class Segmentation:
     mask: np.ndarray  # uint8 label map in the input's voxel grid
     affine: np.ndarray  # the input's voxel -> world (RAS, mm) matrix
     image: np.ndarray | None = None  # the input (first channel), for overlays
+    statistics: dict[str, float] = field(default_factory=dict)  # the input's, for monitoring
 
     @property
     def spacing(self) -> list[float]:
@@ -133,6 +135,8 @@ def segment(model: MedicalModel, path: Path, keep_image: bool = False) -> Segmen
     rest, loaded = _load(model, Path(path))
     original = loaded[IMAGE]
     affine = np.asarray(original.meta.get("original_affine", original.affine), dtype=float)
+    spacing = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
+    statistics = volume_statistics(np.asarray(original), spacing)  # before anything changes it
     try:
         data = rest(loaded)
     except Exception as exc:  # e.g. an image with no foreground at all
@@ -145,7 +149,7 @@ def segment(model: MedicalModel, path: Path, keep_image: bool = False) -> Segmen
     if mask.shape != tuple(original.shape[1:]):
         raise RuntimeError(f"inverted mask {mask.shape} != input {tuple(original.shape[1:])}")
     image = np.asarray(original[0]) if keep_image else None
-    return Segmentation(mask, affine, image)
+    return Segmentation(mask, affine, image, statistics)
 
 
 def save(model: MedicalModel, directory: Path) -> None:

@@ -5,13 +5,25 @@ torch and MONAI still load on first use."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from verticals.core.contract import FileVertical
+from verticals.core.contract import FileVertical, Logged
 from verticals.core.runs import resume_training
-from verticals.medical import config, data, evaluation, files, model, schema, training
+from verticals.medical import (
+    config,
+    data,
+    evaluation,
+    files,
+    model,
+    monitoring,
+    schema,
+    training,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class MedicalVertical(FileVertical):
@@ -19,6 +31,9 @@ class MedicalVertical(FileVertical):
     title = "3D medical image segmentation (MONAI)"
     headline_metric = "dice_mean"
     input_suffixes = (".nii.gz", ".nii")
+    # Feedback is a corrected mask; Dice against it needs the predicted mask, so keep it.
+    outcome_file = "mask"
+    keep_outputs = True
 
     register_configs = staticmethod(config.register)
     resolve_config = staticmethod(resume_training)
@@ -30,9 +45,21 @@ class MedicalVertical(FileVertical):
     predict_path = staticmethod(files.predict_path)
     example_files = staticmethod(files.example_files)
     describe = staticmethod(evaluation.describe)
+    check_outcome_file = staticmethod(monitoring.check_outcome_file)
+    live_metrics = staticmethod(monitoring.live_metrics)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.SegmentationSummary
+
+    def outcome_schema(self, model: Any) -> type[BaseModel]:
+        return monitoring.MaskFeedback
+
+    def monitor_frame(self, model: Any, entries: list[Logged]) -> pd.DataFrame:
+        """The default (the volume's statistics) plus `volume_ml.<label>` per structure."""
+        frame = super().monitor_frame(model, entries)
+        for column, values in monitoring.volume_columns(model, entries).items():
+            frame[column] = values
+        return frame
 
     def find_inputs(self, folder: Path) -> list[Path]:
         """NIfTI files, and DICOM series (folders holding .dcm files)."""
