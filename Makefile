@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/traffic.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/tracking.py
+	$(BIN)/python benchmarks/predlog.py
 
 clean:
-	rm -rf runs bundles feedback cache
+	rm -rf runs bundles cache predlog monitoring

@@ -104,8 +104,10 @@ def _plots(result: Result, folder: Path) -> list[Path]:
         colours = ["#c0392b" if s["psi"] > s["threshold"] else
                    "#e67e22" if s["band"] == "watch" else "#27ae60" for _, s in shown]  # fmt: skip
         ax.barh([n for n, _ in shown], [s["psi"] for _, s in shown], color=colours)
-        ax.axvline(result.figures["thresholds"]["psi_watch"], color="#e67e22", ls="--", lw=1)
-        ax.axvline(result.figures["thresholds"]["psi_alert"], color="#c0392b", ls="--", lw=1)
+        thresholds = result.figures["thresholds"]
+        ax.axvline(thresholds["psi_watch"], color="#e67e22", ls="--", lw=1, label="watch")
+        ax.axvline(thresholds["psi_alert"], color="#c0392b", ls="--", lw=1, label="shifted")
+        ax.legend(loc="lower right")
         ax.set_xlabel("PSI against the training reference")
         ax.set_title(f"{result.figures['vertical']}: drift by column")
         paths.append(save_figure(fig, folder / "psi.png"))

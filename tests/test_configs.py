@@ -155,9 +155,11 @@ def test_edges_of_a_range_are_allowed() -> None:
     + [("finance", "trainer", o) for o in ("auto", "cpu", "gpu")],
 )
 def test_every_option_composes(vertical: str, group: str, option: str) -> None:
-    cfg = compose("train", vertical, [f"{group}={option}"])
+    command = "monitor" if group == "monitor" else "train"  # thresholds: the monitor's only
+    cfg = compose(command, vertical, [f"{group}={option}"])
     assert cfg.vertical == vertical
-    for node in ("data", "model", "trainer", "paths"):  # every group node keeps its schema
+    nodes = ("paths", "log") if command == "monitor" else ("data", "model", "trainer", "paths")
+    for node in nodes:  # every group node keeps its schema
         assert is_dataclass(OmegaConf.get_type(cfg[node])), (node, OmegaConf.get_type(cfg[node]))
     if group not in GLOBAL_GROUPS:
         assert is_dataclass(OmegaConf.get_type(cfg[group])), f"{group}/{option} has no schema"
