@@ -191,6 +191,9 @@ class MonitorConfig:
     # fewer logged requests (or outcomes, for live metrics): figures shown, not judged
     min_rows: int = 30
     live: dict[str, LiveBound] = field(default_factory=dict)  # live metric -> bounds
+    # columns judged by their live mean (a share, for a flag) instead of by PSI: a flag that
+    # is never set in the reference (a customer the model never saw) has an unbounded PSI
+    rates: dict[str, LiveBound] = field(default_factory=dict)
     max_rows: int = 200_000  # the newest requests of the window that are compared
 
     def __post_init__(self) -> None:

@@ -37,6 +37,7 @@ class Thresholds:
     ignore: list[str] = field(default_factory=list)
     min_rows: int = 30
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
     max_rows: int = 200_000
 
     @classmethod
@@ -97,21 +98,28 @@ def check(
             drift.psi_band(value, thresholds.psi_watch, limit) if _finite(value) else "n/a"
         )
         columns[name] = stats
+        if name in thresholds.rates:
+            stats["band"] = "judged by its rate"
+            continue
         if judged and _finite(value) and value > limit and stats["n"] > 0:
             breaches.append(_breach(f"psi:{name}", value, f"<= {limit:g}",
                                     f"{name} drifted: PSI {value:.3f} > {limit:g}"))  # fmt: skip
     new_columns = [c for c in live_frame.columns if c not in ref_frame.columns]
+    rates = {}
+    for name, bounds in thresholds.rates.items():
+        if name not in live_frame.columns:
+            continue
+        value = float(pd.to_numeric(live_frame[name], errors="coerce").astype(float).mean())
+        rates[name] = value
+        if judged and _finite(value):
+            breaches.extend(_outside(f"rate:{name}", f"{name} rate", value, bounds))
     labelled = [e for e in entries if e.outcome is not None]
     live = _plain(vertical.live_metrics(model, labelled)) if labelled else {}
     for name, bounds in thresholds.live.items():
         value = live.get(name)
         if value is None or not _finite(value) or not judged_live(labelled, thresholds):
             continue
-        low, high = bounds.get("min"), bounds.get("max")
-        if low is not None and value < low:
-            breaches.append(_breach(name, value, f">= {low:g}", f"{name} {value:.4g} < {low:g}"))
-        if high is not None and value > high:
-            breaches.append(_breach(name, value, f"<= {high:g}", f"{name} {value:.4g} > {high:g}"))
+        breaches.extend(_outside(name, name, value, bounds))
     test = {k: bundle.metrics[k] for k in live if isinstance(bundle.metrics.get(k), int | float)}
     figures = {
         "vertical": vertical.name,
@@ -130,12 +138,13 @@ def check(
         "inputs_logged": settings.inputs,
         "columns": columns,
         "new_columns": new_columns,
+        "rates": rates,
         "live": live,
         "test": test,
         "thresholds": {
             "psi_watch": thresholds.psi_watch, "psi_alert": thresholds.psi_alert,
             "psi_alert_by_column": thresholds.psi_alert_by_column,
-            "min_rows": thresholds.min_rows, "live": thresholds.live,
+            "min_rows": thresholds.min_rows, "live": thresholds.live, "rates": thresholds.rates,
         },
         "breaches": breaches,
     }  # fmt: skip
@@ -148,11 +157,11 @@ def judged_live(labelled: list[Any], thresholds: Thresholds) -> bool:
 
 
 def shifted_columns(result: Result) -> list[str]:
-    """The columns whose drift is a breach, most drifted first."""
-    names = [
-        b["figure"].removeprefix("psi:") for b in result.breaches if b["figure"].startswith("psi:")
-    ]
-    return sorted(names, key=lambda n: -result.figures["columns"][n]["psi"])
+    """The columns whose drift is a breach, most drifted first, then those whose rate is."""
+    figures = [b["figure"] for b in result.breaches]
+    drifted = [f.removeprefix("psi:") for f in figures if f.startswith("psi:")]
+    drifted.sort(key=lambda n: -result.figures["columns"][n]["psi"])
+    return drifted + [f.removeprefix("rate:") for f in figures if f.startswith("rate:")]
 
 
 def _frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -160,6 +169,19 @@ def _frame(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame.columns = [str(c) for c in frame.columns]
     return frame.loc[:, ~frame.columns.duplicated()]
+
+
+def _outside(
+    figure: str, label: str, value: float, bounds: dict[str, float | None]
+) -> list[dict[str, Any]]:
+    """The breaches of `value` against `{min, max}` (none, one or, absurdly, both)."""
+    low, high = bounds.get("min"), bounds.get("max")
+    found = []
+    if low is not None and value < low:
+        found.append(_breach(figure, value, f">= {low:g}", f"{label} {value:.4g} < {low:g}"))
+    if high is not None and value > high:
+        found.append(_breach(figure, value, f"<= {high:g}", f"{label} {value:.4g} > {high:g}"))
+    return found
 
 
 def _breach(figure: str, value: float, expected: str, message: str) -> dict[str, Any]:

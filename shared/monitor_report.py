@@ -56,6 +56,12 @@ def markdown(result: Result) -> str:
         lines.append(f"- note: {f['note']}")
     if f["breaches"]:
         lines += ["", "## Breaches", ""] + [f"- {b['message']}" for b in f["breaches"]]
+    if f.get("rates"):
+        lines += ["", "## Rates", "", "| column | live | bounds |", "| --- | --- | --- |"]
+        for name, value in f["rates"].items():
+            bounds = f["thresholds"]["rates"].get(name, {})
+            shown = " ".join(f"{k} {v:g}" for k, v in bounds.items() if v is not None) or "-"
+            lines.append(f"| {name} | {value:.4g} | {shown} |")
     if f["live"]:
         lines += ["", "## Live metrics (on feedback)", "", "| metric | live | test | bounds |",
                   "| --- | --- | --- | --- |"]  # fmt: skip

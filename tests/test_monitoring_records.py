@@ -169,8 +169,10 @@ def test_retail_monitor_live_metrics_and_two_shifts(
     out = capsys.readouterr().out
     assert code == 1 and figures["requests"] == 60
     shifted = _shifted(out)
-    assert shifted[0] in ("unknown_user", "recommended_popularity") and "category" not in shifted
+    assert "category" not in shifted
     assert {"unknown_user", "recommended_popularity"} <= set(shifted), shifted
+    assert "BREACH unknown_user rate 1 > 0.25" in out  # a share, bounded in conf/retail/monitor
+    assert figures["rates"]["unknown_user"] == 1.0
 
 
 # -- traffic ----------------------------------------------------------------------------
