@@ -190,6 +190,9 @@ class MonitorConfig:
     ignore: list[str] = field(default_factory=list)
     # fewer logged requests (or outcomes, for live metrics): figures shown, not judged
     min_rows: int = 30
+    # a training reference of fewer rows: drift shown, not judged (PSI against a handful of
+    # cases reads every new case as a shift)
+    min_reference_rows: int = 10
     live: dict[str, LiveBound] = field(default_factory=dict)  # live metric -> bounds
     # columns judged by their live mean (a share, for a flag) instead of by PSI: a flag that
     # is never set in the reference (a customer the model never saw) has an unbounded PSI
@@ -198,7 +201,7 @@ class MonitorConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "psi_watch psi_alert", gt=0)
-        check_ranges(self, "min_rows max_rows", ge=1)
+        check_ranges(self, "min_rows min_reference_rows max_rows", ge=1)
 
 
 @dataclass

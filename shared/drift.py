@@ -55,11 +55,14 @@ def psi_band(value: float, watch: float = 0.10, shifted: float = 0.25) -> str:
 
 
 def is_numeric(reference: pd.Series) -> bool:
-    """Whether a column is compared as a distribution (many distinct numbers) rather than
-    as a mix of categories (text, booleans, a 0/1 flag, a handful of codes)."""
+    """Whether a column is compared as a distribution (measurements) rather than as a mix
+    of categories (text, booleans, a 0/1 flag, a handful of whole-number codes)."""
     if pd.api.types.is_bool_dtype(reference) or not pd.api.types.is_numeric_dtype(reference):
         return False
-    return reference.dropna().nunique() > FEW_VALUES
+    values = reference.dropna()
+    if values.nunique() > FEW_VALUES:
+        return True
+    return not bool((values == values.round()).all())  # 3 volumes' intensities: numbers
 
 
 def compare_numeric(reference: pd.Series, live: pd.Series) -> dict[str, Any]:

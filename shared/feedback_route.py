@@ -13,10 +13,13 @@ import asyncio
 import json
 from typing import Any
 
-from fastapi import FastAPI, UploadFile
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import (
+    UploadFile,
+)  # what request.form() gives (FastAPI's subclasses it)
 from starlette.requests import Request
 
 from verticals.core.errors import UserError

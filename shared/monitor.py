@@ -36,6 +36,7 @@ class Thresholds:
     psi_alert_by_column: dict[str, float] = field(default_factory=dict)
     ignore: list[str] = field(default_factory=list)
     min_rows: int = 30
+    min_reference_rows: int = 10
     live: dict[str, dict[str, float | None]] = field(default_factory=dict)
     rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
     max_rows: int = 200_000
@@ -85,6 +86,7 @@ def check(
     ref_frame = _frame(vertical.monitor_frame(model, ref_entries))
     live_frame = _frame(vertical.monitor_frame(model, entries)) if entries else pd.DataFrame()
     judged = len(entries) >= thresholds.min_rows
+    judged_drift = judged and len(ref_entries) >= thresholds.min_reference_rows
     columns, breaches = {}, []
     for name in ref_frame.columns:
         if name in thresholds.ignore:
@@ -101,7 +103,7 @@ def check(
         if name in thresholds.rates:
             stats["band"] = "judged by its rate"
             continue
-        if judged and _finite(value) and value > limit and stats["n"] > 0:
+        if judged_drift and _finite(value) and value > limit and stats["n"] > 0:
             breaches.append(_breach(f"psi:{name}", value, f"<= {limit:g}",
                                     f"{name} drifted: PSI {value:.3f} > {limit:g}"))  # fmt: skip
     new_columns = [c for c in live_frame.columns if c not in ref_frame.columns]
@@ -131,10 +133,7 @@ def check(
         "reference_rows": int(len(ref_frame)),
         "feedback": len(labelled),
         "judged": judged,
-        "note": None if judged else (
-            f"{len(entries)} logged requests, fewer than monitor.min_rows="
-            f"{thresholds.min_rows}: figures shown, not judged"
-        ),
+        "note": _note(len(entries), len(ref_entries), thresholds),
         "inputs_logged": settings.inputs,
         "columns": columns,
         "new_columns": new_columns,
@@ -144,11 +143,25 @@ def check(
         "thresholds": {
             "psi_watch": thresholds.psi_watch, "psi_alert": thresholds.psi_alert,
             "psi_alert_by_column": thresholds.psi_alert_by_column,
-            "min_rows": thresholds.min_rows, "live": thresholds.live, "rates": thresholds.rates,
+            "min_rows": thresholds.min_rows,
+            "min_reference_rows": thresholds.min_reference_rows,
+            "live": thresholds.live, "rates": thresholds.rates,
         },
         "breaches": breaches,
     }  # fmt: skip
     return Result(figures, ref_frame, live_frame)
+
+
+def _note(requests: int, reference_rows: int, thresholds: Thresholds) -> str | None:
+    """Why some figures are shown but not judged (None when all are judged)."""
+    if requests < thresholds.min_rows:
+        return (f"{requests} logged requests, fewer than monitor.min_rows="
+                f"{thresholds.min_rows}: figures shown, not judged")  # fmt: skip
+    if reference_rows < thresholds.min_reference_rows:
+        return (f"the training reference holds {reference_rows} inputs, fewer than "
+                f"monitor.min_reference_rows={thresholds.min_reference_rows}: drift shown, "
+                "not judged (train with a larger test split)")  # fmt: skip
+    return None
 
 
 def judged_live(labelled: list[Any], thresholds: Thresholds) -> bool:

@@ -20,6 +20,7 @@ from verticals.core.contract import FileOutput, FileVertical, Vertical
 from verticals.core.predlog import PredictionLog, prediction_row, value_hash
 
 HASH_IN_THREAD = 1 << 20  # bytes: hashing more than this holds the event loop for ~1 ms
+RECORDS_IN_THREAD = 1000  # records: writing more as JSON holds the event loop for ~1 ms
 
 
 class RequestLog:
@@ -45,10 +46,13 @@ class RequestLog:
         latency_ms: float,
     ) -> None:
         """Log a record request (`records` None: parsed elsewhere, read again from `body`)."""
-        if records is not None:
+        if records is not None and len(records) > RECORDS_IN_THREAD:
+            inputs = await asyncio.to_thread(self.log.inputs_text, records)
+        elif records is not None:
             inputs = self.log.inputs_text(records)
-        elif self.as_sent:
-            inputs = body.decode()
+        elif self.as_sent:  # the body is the records: one object is a list of one
+            text = body.decode()
+            inputs = f"[{text}]" if text.lstrip().startswith("{") else text
         else:
             inputs = await asyncio.to_thread(self._from_body, body)
         row = prediction_row(
