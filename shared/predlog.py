@@ -8,9 +8,12 @@ keyed by request id) and monitor results live in the same database; kept files (
 with `log.keep_files`, output files a vertical needs, corrected outcomes) in a
 content-addressed folder beside it.
 
-Servers write through a `GroupWriter` (one commit for many concurrent requests) and answer
-only once their row is committed. SQLite runs with `synchronous=NORMAL` in WAL mode: a
-committed row survives the server being killed; only a power cut can take the last ones.
+Servers answer only once their row is safe: with the embedded log, appended to the
+server's spool file, which a thread moves into SQLite in batches (`spool`); with a
+database server, committed through a `GroupWriter` (one commit for many concurrent
+requests). Either way a row survives the server being killed (SQLite runs with
+`synchronous=NORMAL` in WAL mode; only a power cut can take the last rows). Readers of the
+log move every spool first, a killed server's too.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from verticals.core.contract import Logged
 from verticals.core.errors import UserError
 from verticals.core.group_commit import GroupWriter
 from verticals.core.logs import get_logger
+from verticals.core.spool import Spool, move_all, spool_folder
 
 log = get_logger("predlog")
 LOG_ENV = "VERTICALS_LOG"  # the log settings as JSON, for server worker processes
@@ -272,6 +276,8 @@ class PredictionLog:
                 hint="check log.url, or turn the log off with log.enabled=false",
             ) from None
         self._writer: GroupWriter | None = None
+        self._spool: Spool | None = None
+        self._embedded = settings.embedded_file
         self._lock = threading.Lock()
 
     # -- writing ------------------------------------------------------------------------
@@ -287,9 +293,35 @@ class PredictionLog:
                 self._writer = GroupWriter(self._insert)
             return self._writer
 
-    async def write(self, row: dict[str, Any]) -> None:
-        """Log one prediction and return once it is committed (with other requests')."""
+    @property
+    def spool(self) -> Spool | None:
+        """This process's spool of the embedded log (None for a database server)."""
+        if self._spool is not None or self._embedded is None:
+            return self._spool
+        file = self._embedded
+        with self._lock:
+            if self._spool is None:
+                self._spool = Spool(spool_folder(file), file)
+            return self._spool
+
+    def sync(self) -> int:
+        """Move every server's spool into the log (readers call this first); rows moved."""
+        if self._embedded is None or not spool_folder(self._embedded).is_dir():
+            return 0
+        raw = self.engine.raw_connection()
         try:
+            return move_all(spool_folder(self._embedded), raw.driver_connection)
+        finally:
+            raw.close()
+
+    async def write(self, row: dict[str, Any]) -> None:
+        """Log one prediction and return once it is safe: in the spool (embedded log) or
+        committed with other requests' rows (a database server)."""
+        spool = self.spool
+        try:
+            if spool is not None:
+                spool.append(row)
+                return
             await self.writer.put(row, self.settings.commit_timeout_s)
         except TimeoutError:
             raise LogUnavailable(
@@ -309,6 +341,12 @@ class PredictionLog:
         with self.engine.begin() as conn:
             conn.execute(p.delete().where(p.c.batch_id == batch_id))
 
+    def inputs_json(self, records: list[dict[str, Any]]) -> bytes | None:
+        """`inputs_text` as bytes (the spool writes bytes)."""
+        s = self.settings
+        kept = private_records(records, s.inputs, s.drop)
+        return None if kept is None else to_json(kept)
+
     def inputs_text(self, records: list[dict[str, Any]]) -> str | None:
         """A request's records as the log keeps them (`log.inputs`, `log.drop`), as JSON."""
         s = self.settings
@@ -324,12 +362,26 @@ class PredictionLog:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            if self._spool is not None:
+                raw = self.engine.raw_connection()
+                try:
+                    self._spool.close(raw.driver_connection)
+                finally:
+                    raw.close()
+                self._spool = None
 
     # -- feedback -----------------------------------------------------------------------
 
     def find(self, vertical: str, request_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The newest logged prediction of each request id that exists (answered ones only)."""
+        """The newest logged prediction of each request id that exists (answered ones only);
+        spools are moved first when one is missing (it may have been answered just now)."""
         ids = sorted(set(request_ids))
+        found = self._find(vertical, ids)
+        if len(found) < len(ids) and self.sync():
+            found = self._find(vertical, ids)
+        return found
+
+    def _find(self, vertical: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         p = tables.predictions
         with self.engine.connect() as conn:
@@ -425,6 +477,7 @@ class PredictionLog:
         limit: int | None = None,
     ) -> list[Logged]:
         """The logged predictions of a window as the verticals read them (newest `limit`)."""
+        self.sync()
         query = self._window(vertical, since, until, version, outcomes_only)
         if limit is not None:
             p = tables.predictions
@@ -458,6 +511,7 @@ class PredictionLog:
 
     def counts(self, vertical: str, since: datetime | None = None) -> dict[str, int]:
         """Predictions and outcomes of a window."""
+        self.sync()
         p, f = tables.predictions, tables.feedback
         where = [p.c.vertical == vertical, p.c.source != "batch"]
         if since is not None:
@@ -476,6 +530,7 @@ class PredictionLog:
         50,000 rows (export writes them one after another)."""
         import pandas as pd
 
+        self.sync()
         query = self._window(vertical, since)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True).execute(query)
@@ -488,6 +543,7 @@ class PredictionLog:
     def prune(self, vertical: str, before: datetime) -> tuple[int, int]:
         """Delete the vertical's predictions (and their feedback) logged before `before`,
         then the kept files no prediction or feedback names any more: (rows, files)."""
+        self.sync()
         p, f = tables.predictions, tables.feedback
         old = sa.select(p.c.id).where(p.c.vertical == vertical, p.c.created < before)
         with self.engine.begin() as conn:

@@ -10,6 +10,9 @@ are what the code reads and writes. Times are UTC, without a zone (SQLite has no
 - `feedback`: what really happened after a prediction, one row per prediction; a second
   outcome replaces the first and counts a revision.
 - `monitor_runs`: every `verticals monitor` result, which servers expose as gauges.
+- `spool_offsets`: how many bytes of each server's spool file (`spool`) are in
+  `predictions`, moved in the same transaction as the rows, so a crash never moves a row
+  twice or not at all.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 # SQLite makes only an INTEGER PRIMARY KEY an auto-increment rowid
@@ -44,7 +48,7 @@ predictions = Table(
     Column("created", DateTime(), nullable=False),
     Column("latency_ms", Float),
     Column("source", String(16), nullable=False),  # api | batch | row
-    Column("batch_id", String(128), index=True),
+    Column("batch_id", String(128)),
     Column("n_inputs", Integer, nullable=False),
     Column("inputs", Text),  # JSON: records, or a file's name/size/statistics
     Column("outputs", Text),  # JSON: answer rows, or a file's summary
@@ -53,6 +57,12 @@ predictions = Table(
     Column("input_size", BigInteger),
     Column("output_sha256", String(64)),
     Index("ix_predictions_vertical_created", "vertical", "created"),
+    Index(  # answers of /predict have none: left out, one index page fewer per answer
+        "ix_predictions_batch_id",
+        "batch_id",
+        sqlite_where=text("batch_id IS NOT NULL"),
+        postgresql_where=text("batch_id IS NOT NULL"),
+    ),  # fmt: skip
 )
 
 feedback = Table(
@@ -82,4 +92,11 @@ monitor_runs = Table(
     Column("ok", Boolean, nullable=False),
     Column("figures", Text, nullable=False),  # JSON: every figure, threshold and breach
     Index("ix_monitor_runs_vertical_created", "vertical", "created"),
+)
+
+spool_offsets = Table(
+    "spool_offsets",
+    metadata,
+    Column("spool", String(255), primary_key=True),
+    Column("offset", BigInteger, nullable=False),
 )

@@ -17,7 +17,7 @@ from pydantic_core import to_json
 
 from verticals.core.content_store import digest, safe_name
 from verticals.core.contract import FileOutput, FileVertical, Vertical
-from verticals.core.predlog import PredictionLog, prediction_row, value_hash
+from verticals.core.predlog import LogUnavailable, PredictionLog, prediction_row, value_hash
 
 HASH_IN_THREAD = 1 << 20  # bytes: hashing more than this holds the event loop for ~1 ms
 RECORDS_IN_THREAD = 1000  # records: writing more as JSON holds the event loop for ~1 ms
@@ -34,6 +34,7 @@ class RequestLog:
         self.inputs_mode = settings.inputs
         self.keep_files = settings.keep_files
         self.as_sent = settings.inputs == "full" and not settings.drop  # the body is the log
+        self._keys: dict[str, tuple[bytes, bytes]] = {}
 
     async def records(
         self,
@@ -47,23 +48,36 @@ class RequestLog:
     ) -> None:
         """Log a record request (`records` None: parsed elsewhere, read again from `body`)."""
         if records is not None and len(records) > RECORDS_IN_THREAD:
-            inputs = await asyncio.to_thread(self.log.inputs_text, records)
+            inputs = await asyncio.to_thread(self.log.inputs_json, records)
         elif records is not None:
-            inputs = self.log.inputs_text(records)
+            inputs = self.log.inputs_json(records)
         elif self.as_sent:  # the body is the records: one object is a list of one
-            text = body.decode()
-            inputs = f"[{text}]" if text.lstrip().startswith("{") else text
+            inputs = b"[%s]" % body if body.lstrip().startswith(b"{") else body
         else:
             inputs = await asyncio.to_thread(self._from_body, body)
+        spool = self.log.spool
+        if spool is not None:  # the embedded log: the hot path, straight to the spool
+            keys = self._keys.get(version) or self._key(version)
+            try:
+                spool.append_answer(request_id, keys[0], keys[1], n_inputs, latency_ms,
+                                    inputs, answer)  # fmt: skip
+            except OSError as exc:  # a full disk: the answer is not sent unlogged
+                raise LogUnavailable(f"the prediction log's spool failed: {exc}") from None
+            return
         row = prediction_row(
-            request_id, self.vertical, version, n_inputs=n_inputs, inputs=inputs,
-            outputs=answer.decode(), latency_ms=latency_ms,
+            request_id, self.vertical, version, n_inputs=n_inputs, latency_ms=latency_ms,
+            inputs=None if inputs is None else inputs.decode(), outputs=answer.decode(),
         )  # fmt: skip
         await self.log.write(row)
 
-    def _from_body(self, body: bytes) -> str | None:
+    def _key(self, version: str) -> tuple[bytes, bytes]:
+        """The vertical's and a version's names as JSON, once per version."""
+        self._keys[version] = (to_json(self.vertical), to_json(version))
+        return self._keys[version]
+
+    def _from_body(self, body: bytes) -> bytes | None:
         given = json.loads(body)
-        return self.log.inputs_text(given if isinstance(given, list) else [given])
+        return self.log.inputs_json(given if isinstance(given, list) else [given])
 
     async def file(
         self,

@@ -33,7 +33,6 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -311,8 +310,15 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
 def request_id_of(given: str) -> str:
-    """The client's `X-Request-ID` when it is a sane token, else a new random id."""
-    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    """The client's `X-Request-ID` when it is a sane token, else a new id."""
+    return given if _REQUEST_ID.fullmatch(given) else new_request_id()
+
+
+def new_request_id() -> str:
+    """32 hex digits that sort by time, as a UUIDv7's do: milliseconds since 1970, then 80
+    random bits. In time order, the log's index of request ids grows at one end; random
+    ids rewrote pages all over it on every batch (megabytes of WAL per second)."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 class _Observe:
