@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,9 +44,8 @@ def serving(
         "--log-level", "warning",
     ]  # fmt: skip
     env = {**os.environ, **(env or {}), BUNDLE_ENV: str(bundle_dir)}
-    if "VERTICALS_LOG" not in env and "VERTICALS_LOG_DIR" not in env:
-        # the prediction log is on, as in production, in a folder of its own
-        env["VERTICALS_LOG_DIR"] = tempfile.mkdtemp(prefix="bench-predlog-")
+    # serving speed against floors that log nothing: the log's own cost is predlog.py's
+    env.setdefault("VERTICALS_LOG", "off")
     root = Path(__file__).resolve().parent.parent  # `benchmarks.floors` imports from here
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, cwd=root)
     url = f"http://127.0.0.1:{port}"
