@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 _SAFE_NAME = 200  # characters of a stored name (endings are what matters to readers)
@@ -58,15 +59,21 @@ class ContentStore:
             return None
         return next((p for p in folder.iterdir() if p.is_file()), None)
 
-    def remove_except(self, keep: set[str]) -> int:
-        """Delete every stored file whose hash is not in `keep` (after a prune)."""
+    def remove_except(self, keep: set[str], younger_s: float = 3600.0) -> int:
+        """Delete every stored file whose hash is not in `keep` (after a prune), except
+        those stored in the last `younger_s` seconds: their rows may still be on their way
+        (in a server's spool, or a feedback not yet committed)."""
         removed = 0
         if not self.root.is_dir():
             return 0
+        recent = time.time() - younger_s
         for folder in self.root.glob("??/*"):
-            if folder.is_dir() and folder.name not in keep and not folder.name.startswith("."):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed += 1
+            if not folder.is_dir() or folder.name in keep or folder.name.startswith("."):
+                continue
+            if folder.stat().st_mtime > recent:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
         return removed
 
 
@@ -81,3 +88,11 @@ def safe_name(name: str) -> str:
         ending = cleaned[dot:] if dot > 0 else ""
         cleaned = cleaned[: _SAFE_NAME - len(ending)] + ending
     return cleaned
+
+
+def ending(name: str) -> str:
+    """A file name's ending from its first dot (`.nii.gz`, `.png`), for a neutral name that
+    readers still open by format."""
+    base = safe_name(name)
+    dot = base.find(".", 1)
+    return base[dot:] if dot > 0 else ""

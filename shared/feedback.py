@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from verticals.core.content_store import digest, safe_name
+from verticals.core.content_store import digest, ending, safe_name
 from verticals.core.contract import FileVertical, Logged, Vertical
 from verticals.core.errors import UserError
 from verticals.core.predlog import Outcome, PredictionLog, parse_since
@@ -92,7 +92,8 @@ class FeedbackCheck:
             if i in files:
                 name, data = files[i]
                 sha = self._check_file(name, data, entries[item.request_id])  # type: ignore[attr-defined]
-                fields[str(self.file_field)] = {"name": safe_name(name), "sha256": sha,
+                shown = safe_name(name) if self.log.settings.inputs == "full" else None
+                fields[str(self.file_field)] = {"name": shown, "sha256": sha,
                                                 "size": len(data)}  # fmt: skip
             outcomes.append(
                 Outcome(
@@ -129,6 +130,8 @@ class FeedbackCheck:
                 message = exc.message.replace(str(path), name)
                 raise BadRequest(f"{self.file_field} {name!r}: {message}") from None
         sha = digest(data)
+        if self.log.settings.inputs != "full":  # a file name can name a patient
+            name = f"{self.file_field}{ending(name)}"
         return self.log.keep(data, name, sha)
 
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from verticals.core.errors import UserError
 from verticals.core.feedback import FeedbackCheck, answer
 from verticals.core.hotswap import Versions
-from verticals.core.predlog import PredictionLog, UnknownRequests
+from verticals.core.predlog import LogUnavailable, PredictionLog, UnknownRequests
 from verticals.core.records import BadRequest
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -87,6 +87,8 @@ def add_feedback_route(app: FastAPI, versions: Versions[Any], log: PredictionLog
             return JSONResponse(status_code=422, content=exc.body())
         except UserError as exc:
             return _reply(422, str(exc))
+        except LogUnavailable as exc:
+            return _reply(503, str(exc))
         except SQLAlchemyError as exc:
             first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             return _reply(503, f"the prediction log could not be written: {first_line}")

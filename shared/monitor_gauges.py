@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -59,7 +60,8 @@ class MonitorGauges(Collector):
             "verticals_monitor_timestamp_seconds", "When the latest monitor ran (Unix time)"
         )
         created = run["created"]
-        when.add_metric([], created.timestamp() if hasattr(created, "timestamp") else 0.0)
+        if hasattr(created, "timestamp"):  # stored in UTC, without a zone
+            when.add_metric([], created.replace(tzinfo=UTC).timestamp())
         yield when
         rows = GaugeMetricFamily("verticals_monitor_rows", "Logged inputs the monitor compared")
         rows.add_metric([], float(run["rows"]))

@@ -21,10 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+
+try:
+    import fcntl  # processes opening one embedded log take turns to migrate it
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -239,6 +245,15 @@ def migrate(engine: sa.Engine) -> bool:
     from alembic import command
 
     config = _alembic_config()
+    with _migration_lock(engine):
+        if current_revision(engine) == head:  # another process migrated it meanwhile
+            return False
+        _upgrade(engine, config, command, head)
+    log.info("prediction log %s: schema at revision %s", _masked(engine), head)
+    return True
+
+
+def _upgrade(engine: sa.Engine, config: Any, command: Any, head: str) -> None:
     try:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
@@ -246,8 +261,23 @@ def migrate(engine: sa.Engine) -> bool:
     except sa.exc.DBAPIError:
         if current_revision(engine) != head:  # not another process migrating at once
             raise
-    log.info("prediction log %s: schema at revision %s", _masked(engine), head)
-    return True
+
+
+@contextmanager
+def _migration_lock(engine: sa.Engine) -> Iterator[None]:
+    """One process at a time migrates an embedded log (SQLite runs each DDL statement on
+    its own: two at once fail with "table already exists"); a server database takes its
+    own locks."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or fcntl is None:
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:  # noqa: PTH123
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def _masked(engine: sa.Engine) -> str:
@@ -304,15 +334,25 @@ class PredictionLog:
                 self._spool = Spool(spool_folder(file), file)
             return self._spool
 
-    def sync(self) -> int:
-        """Move every server's spool into the log (readers call this first); rows moved."""
+    def sync(self, wait: bool = True) -> int:
+        """Move every server's spool into the log (readers call this first: `wait` for a
+        spool another process is moving); rows moved. `LogUnavailable` if it fails."""
         if self._embedded is None or not spool_folder(self._embedded).is_dir():
             return 0
-        raw = self.engine.raw_connection()
         try:
-            return move_all(spool_folder(self._embedded), raw.driver_connection)
-        finally:
-            raw.close()
+            raw = self.engine.raw_connection()
+            try:
+                return move_all(spool_folder(self._embedded), raw.driver_connection, wait)
+            finally:
+                raw.close()
+        except (sa.exc.SQLAlchemyError, OSError, ValueError) as exc:
+            raise LogUnavailable(f"the prediction log's spools cannot be moved: {exc}") from None
+        except Exception as exc:  # the driver's own errors (sqlite3.OperationalError)
+            if type(exc).__module__.startswith("sqlite3"):
+                raise LogUnavailable(
+                    f"the prediction log's spools cannot be moved: {exc}"
+                ) from None
+            raise
 
     async def write(self, row: dict[str, Any]) -> None:
         """Log one prediction and return once it is safe: in the spool (embedded log) or
@@ -377,7 +417,8 @@ class PredictionLog:
         spools are moved first when one is missing (it may have been answered just now)."""
         ids = sorted(set(request_ids))
         found = self._find(vertical, ids)
-        if len(found) < len(ids) and self.sync():
+        if len(found) < len(ids) and self._embedded is not None:
+            self.sync(wait=True)  # an answer still in a spool (this server's or another's)
             found = self._find(vertical, ids)
         return found
 
@@ -406,36 +447,18 @@ class PredictionLog:
         missing = [o.request_id for o in outcomes if o.request_id not in found]
         if missing:
             raise UnknownRequests(missing)
-        f = tables.feedback
         received = utcnow()
         replaced: list[bool] = []
         with self.engine.begin() as conn:
-            ids = [found[o.request_id]["id"] for o in outcomes]
-            have = {
-                row.prediction_id: row.revision
-                for row in conn.execute(
-                    sa.select(f.c.prediction_id, f.c.revision).where(f.c.prediction_id.in_(ids))
-                )
-            }
-            for outcome, pid in zip(outcomes, ids, strict=True):
+            for outcome in outcomes:
                 values = {
+                    "prediction_id": found[outcome.request_id]["id"],
                     "request_id": outcome.request_id, "vertical": vertical,
                     "received": received, "observed_at": outcome.observed_at,
                     "outcome": to_json(outcome.outcome).decode(),
                     "outcome_sha256": outcome.file_sha256,
                 }  # fmt: skip
-                if pid in have:
-                    have[pid] += 1
-                    conn.execute(
-                        f.update()
-                        .where(f.c.prediction_id == pid)
-                        .values(**values, revision=have[pid])
-                    )
-                    replaced.append(True)
-                else:
-                    conn.execute(f.insert().values(**values, prediction_id=pid, revision=1))
-                    have[pid] = 1
-                    replaced.append(False)
+                replaced.append(_upsert_feedback(conn, values) > 1)
         return replaced
 
     # -- reading ------------------------------------------------------------------------
@@ -481,7 +504,7 @@ class PredictionLog:
         query = self._window(vertical, since, until, version, outcomes_only)
         if limit is not None:
             p = tables.predictions
-            query = query.order_by(None).order_by(p.c.id.desc()).limit(limit)
+            query = query.order_by(None).order_by(p.c.created.desc(), p.c.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             rows = list(conn.execute(query).mappings())
         if limit is not None:
@@ -538,7 +561,7 @@ class PredictionLog:
                 part = result.fetchmany(50_000)
                 if not part:
                     return
-                yield pd.DataFrame(part, columns=list(result.keys()))
+                yield _typed(pd.DataFrame(part, columns=list(result.keys())))
 
     def prune(self, vertical: str, before: datetime) -> tuple[int, int]:
         """Delete the vertical's predictions (and their feedback) logged before `before`,
@@ -584,6 +607,44 @@ class PredictionLog:
         if row is None:
             return None
         return {**dict(row), "figures": json.loads(row["figures"])}
+
+
+_WHOLE = ("id", "n_inputs", "input_size", "feedback_revision")
+_TIMES = ("created", "feedback_received", "observed_at")
+_REAL = ("latency_ms",)
+
+
+def _typed(frame: Any) -> Any:
+    """One type per column in every part of an export (a column empty in the first 50,000
+    rows must not be typed "null", which the next part's values cannot be written as)."""
+    import pandas as pd
+
+    for column in frame.columns:
+        if column in _WHOLE:
+            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+        elif column in _TIMES:
+            frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
+        elif column in _REAL:
+            frame[column] = pd.to_numeric(frame[column]).astype(float)
+        else:
+            frame[column] = frame[column].astype("string")
+    return frame
+
+
+def _upsert_feedback(conn: sa.Connection, values: dict[str, Any]) -> int:
+    """Insert an outcome, or replace the one there and count a revision, in one statement
+    (two outcomes of one request arriving together must not race); its revision."""
+    f = tables.feedback
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(f).values(**values, revision=1)
+    update = {k: stmt.excluded[k] for k in values if k != "prediction_id"}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[f.c.prediction_id], set_={**update, "revision": f.c.revision + 1}
+    ).returning(f.c.revision)
+    return int(conn.execute(stmt).scalar_one())
 
 
 @dataclass

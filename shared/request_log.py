@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from verticals.core.content_store import digest, safe_name
+from verticals.core.content_store import digest, ending, safe_name
 from verticals.core.contract import FileOutput, FileVertical, Vertical
 from verticals.core.predlog import LogUnavailable, PredictionLog, prediction_row, value_hash
 
@@ -116,6 +116,8 @@ class RequestLog:
         self, data: bytes, name: str, result: FileOutput, out_name: str
     ) -> tuple[str, str | None]:
         sha = digest(data)
+        if self.inputs_mode != "full":  # a file name can name a patient: a neutral one
+            name, out_name = f"input{ending(name)}", f"output{result.suffix}"
         if self.keep_files:
             self.log.keep(data, name, sha)
         out_sha = self.log.keep(result.content, out_name) if self.keep_outputs else None

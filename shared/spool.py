@@ -43,7 +43,7 @@ except ImportError:  # Windows: a thread lock, within this process only
 
 log = get_logger("predlog")
 SUFFIX, DONE = ".jsonl", ".done"
-ORPHANS_EVERY = 100  # moves of its own spool between looks at other processes' spools
+MOVER_CHECK = 1000  # appends between checks that the mover still runs
 
 
 class Spool:
@@ -56,21 +56,25 @@ class Spool:
     ) -> None:  # fmt: skip
         self.folder, self.database = Path(folder), Path(database)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.rotate_bytes = rotate_bytes
+        self.rotate_bytes, self.interval = rotate_bytes, interval
         self._lock = threading.Lock()
         self._second, self._stamp = -1, b""
+        self._appends = 0
+        self._fd = -1
         self._open_file()
         self.mover = start_mover(self.database, self.folder, interval) if mover else None
 
     def _open_file(self) -> None:
         name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
-        self.path = self.folder / name
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640)
+        path = self.folder / name
+        alive = _hold_alive(path)  # held while this process lives: its spool is in use
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
         # its whole size at once (a hole, no disk yet): each row is then one `pwrite` that
         # does not grow the file, which costs a third of an append's (no size change to
         # journal); the rows end where the zeros start
-        os.ftruncate(self._fd, self.rotate_bytes)
-        self._written = 0
+        os.ftruncate(fd, self.rotate_bytes)
+        self.path, self._fd, self._written = path, fd, 0
+        self._alive = alive
 
     def append(self, row: dict[str, Any]) -> None:
         """Write one row; once this returns, a killed process has not lost it.
@@ -81,13 +85,7 @@ class Spool:
         parts are neither encoded again here nor parsed again when moved."""
         head = {k: v for k, v in row.items() if k not in _JSON_TEXT}
         head["created"] = _sqlite_time(head["created"])
-        line = b"\t".join((to_json(head), *(_flat(row[k]) for k in _JSON_TEXT))) + b"\n"
-        with self._lock:
-            if self._written + len(line) > self.rotate_bytes:
-                self._close_file()
-                self._open_file()
-            os.pwrite(self._fd, line, self._written)
-            self._written += len(line)
+        self._write(b"\t".join((to_json(head), *(_flat(row[k]) for k in _JSON_TEXT))) + b"\n")
 
     def append_answer(
         self, request_id: str, vertical: bytes, version: bytes, n_inputs: int,
@@ -109,18 +107,45 @@ class Spool:
                 int((now - second) * 1e6), latency_ms, n_inputs,
                 _flat(inputs), _flat(outputs),
             )  # fmt: skip
+        self._write(line)
+
+    def _write(self, line: bytes) -> None:
+        """Write a whole line or raise `OSError` (a full disk), never half of one: the
+        rows end where the zeros start, so a gap would hide every later row."""
         with self._lock:
             if self._written + len(line) > self.rotate_bytes:
-                self._close_file()
-                self._open_file()
-            os.pwrite(self._fd, line, self._written)
-            self._written += len(line)
+                self._rotate()
+            done = 0
+            while done < len(line):
+                n = os.pwrite(self._fd, memoryview(line)[done:], self._written + done)
+                if n <= 0:
+                    raise OSError(f"the prediction log spool {self.path} took no more bytes")
+                done += n
+            self._written += done
+            self._appends += 1
+            if self._appends % MOVER_CHECK == 0 and self.mover is not None:
+                self._keep_mover()
+
+    def _rotate(self) -> None:
+        """A new file first, then the old one closed: if the new one cannot be made, the
+        old one stays in use (and a row that does not fit raises)."""
+        old_fd, old_path, old_written, old_alive = self._fd, self.path, self._written, self._alive
+        self._open_file()
+        _finish(old_fd, old_path, old_written)
+        old_alive.close()
+
+    def _keep_mover(self) -> None:
+        """Start the mover again if it died (rows are safe in the spool meanwhile)."""
+        if self.mover is not None and self.mover.poll() is not None:
+            log.warning("the prediction log's mover exited (%s); starting it again",
+                        self.mover.returncode)  # fmt: skip
+            self.mover = start_mover(self.database, self.folder, self.interval)
 
     def _close_file(self) -> None:
-        os.ftruncate(self._fd, self._written)  # the rows only, no trailing zeros
-        os.close(self._fd)
-        with contextlib.suppress(OSError):
-            os.rename(self.path, self.path.with_suffix(DONE))
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            _finish(fd, self.path, self._written)
+            self._alive.close()
 
     def close(self, connection: Any | None = None) -> None:
         """Close the file and move what is left (through `connection`, or left to the
@@ -138,6 +163,32 @@ class Spool:
                 self.mover.wait(timeout=30)
 
 
+def _finish(fd: int, path: Path, written: int) -> None:
+    """Close a spool file for good: its rows only (no trailing zeros), renamed `.done`."""
+    try:
+        os.ftruncate(fd, written)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rename(path, path.with_suffix(DONE))
+    with contextlib.suppress(OSError):
+        _alive_file(path).unlink()
+
+
+def _alive_file(path: Path) -> Path:
+    return path.with_name(path.with_suffix("").name + ".alive")
+
+
+def _hold_alive(path: Path) -> Any:
+    """A lock its writer holds for as long as it lives (the kernel lets go when the
+    process ends, however it ends): the sign that a `.jsonl` spool is still in use, which
+    a host name and a process id are not where containers share a host name."""
+    handle = open(_alive_file(path), "a")  # noqa: SIM115 - held for the process's life
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return handle
+
+
 def start_mover(database: Path, folder: Path, interval: float) -> subprocess.Popen:
     """A process that moves every spool of `folder` into `database` each `interval`
     seconds, until this process is gone (then once more). A process of its own: a thread
@@ -152,29 +203,36 @@ def start_mover(database: Path, folder: Path, interval: float) -> subprocess.Pop
 _local_locks: dict[str, threading.Lock] = {}
 
 
-def move_all(folder: Path, connection: Any) -> int:
+def move_all(folder: Path, connection: Any, wait: bool = False) -> int:
     """Move every spool in `folder` (a killed server's too) through the DBAPI SQLite
-    `connection`; rows moved."""
+    `connection`; rows moved. `wait`: for a file another process is moving, wait until it
+    is done (a reader that must see every row) instead of leaving it to that process."""
     if not folder.is_dir():
         return 0
     moved = 0
     for path in sorted(folder.glob(f"*{SUFFIX}")) + sorted(folder.glob(f"*{DONE}")):
-        moved += move(path, connection, finished=path.suffix == DONE or _dead(path))
+        finished = path.suffix == DONE or _dead(path)
+        moved += move(path, connection, finished=finished, wait=wait)
+        if finished and path.suffix == SUFFIX:
+            with contextlib.suppress(OSError):
+                _alive_file(path).unlink()
     return moved
 
 
-def move(path: Path, connection: Any, finished: bool) -> int:
+def move(path: Path, connection: Any, finished: bool, wait: bool = False) -> int:
     """Move the complete lines of `path` past its recorded offset into `predictions`, with
     the new offset, in one transaction; delete a `finished` file once all of it is moved.
-    Rows moved (0 when another process is moving it now)."""
+    Rows moved (0 when another process is moving it now and `wait` is false)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - held across the lock below
     except FileNotFoundError:
         return 0
     with handle:
-        if not _try_lock(handle, path):
+        if not _try_lock(handle, path, wait):
             return 0
         try:
+            if os.fstat(handle.fileno()).st_nlink == 0:  # moved whole and deleted meanwhile
+                return 0
             return _move_locked(path, handle, connection, finished)
         finally:
             _unlock(handle, path)
@@ -205,9 +263,7 @@ def _move_locked(path: Path, handle: Any, connection: Any, finished: bool) -> in
                 cursor.execute(_SET_OFFSET, (name, start + end))
             # finished: every whole line moved (a killed server's last line, cut short, was
             # never answered: the answer is sent once its line is written)
-            gone = finished
-            if gone:
-                cursor.execute(_FORGET, (name,))
+            gone = finished  # its offset row stays: a late mover of it moves nothing twice
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -248,7 +304,6 @@ _SET_OFFSET = (
     "INSERT INTO spool_offsets (spool, offset) VALUES (?, ?) "
     "ON CONFLICT (spool) DO UPDATE SET offset = excluded.offset"
 )
-_FORGET = "DELETE FROM spool_offsets WHERE spool = ?"
 
 
 def _sqlite_time(value: Any) -> Any:
@@ -257,29 +312,33 @@ def _sqlite_time(value: Any) -> Any:
 
 
 def _dead(path: Path) -> bool:
-    """Whether the process that writes `path` is gone (this host's only: another host's
-    spool folder is its own)."""
-    parts = path.stem.rsplit("-", 2)
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
+    """Whether the process that writes the `.jsonl` spool `path` is gone: nobody holds its
+    `.alive` lock (or it has none left)."""
+    alive = _alive_file(path)
+    if fcntl is None or not alive.exists():
+        return not alive.exists()
     try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
+        handle = open(alive, "a")  # noqa: SIM115
+    except OSError:
         return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _try_lock(handle: Any, path: Path) -> bool:
-    if fcntl is not None:
+    with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return True
+
+
+def _try_lock(handle: Any, path: Path, wait: bool = False) -> bool:
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
         return True
     lock = _local_locks.setdefault(str(path.with_suffix(SUFFIX)), threading.Lock())
-    return lock.acquire(blocking=False)
+    return lock.acquire(blocking=wait)
 
 
 def _unlock(handle: Any, path: Path) -> None:

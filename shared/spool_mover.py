@@ -71,8 +71,10 @@ def main(database: Path, folder: Path, server: int, interval: float) -> None:
         while not stopping and _alive(server):
             leading = leading or _lead(lock)
             if leading:
-                with contextlib.suppress(sqlite3.Error, OSError):  # the rows wait; next turn
+                try:
                     move_all(folder, connection)
+                except Exception as exc:  # noqa: BLE001 - the rows wait in the spool: next turn
+                    print(f"verticals spool mover: {exc}", file=sys.stderr, flush=True)
             time.sleep(interval)
         move_all(folder, connection)  # what the server left (its spool is finished now)
     connection.close()

@@ -287,7 +287,27 @@ def feedback(cfg: DictConfig) -> int:
 
 
 def monitor(cfg: DictConfig) -> int:
-    """Compare the log's window with the training reference; exit 1 on a breach."""
+    """Compare the log's window with the training reference. Exit codes for a scheduler:
+    0 every figure inside its threshold, 1 a breach, 2 a usage error, 3 the monitor could
+    not run (a database down, a bug): never 1, which would read as drift."""
+    import os
+    import sys
+
+    try:
+        return _monitor(cfg)
+    except (UserError, SystemExit):
+        raise
+    except Exception as exc:
+        if os.environ.get("VERTICALS_FULL_ERROR") == "1":
+            raise
+        log.debug("the monitor failed", exc_info=True)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"error: the monitor could not run: {type(exc).__name__}: {first}",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(3) from None
+
+
+def _monitor(cfg: DictConfig) -> int:
     from verticals.core import monitor as monitoring
     from verticals.core import monitor_report
 
