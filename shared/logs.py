@@ -20,9 +20,24 @@ def ensure_console() -> None:
     log = get_logger()
     log.setLevel(logging.INFO)
     if not logging.getLogger().handlers and not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
         log.addHandler(handler)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to `sys.stderr` as it is when a record is logged, not as it
+    was when the handler was made (a test's captured stream, closed since)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 @contextmanager
