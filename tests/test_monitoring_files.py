@@ -206,6 +206,18 @@ def test_medical_mask_feedback_over_multipart(medical_demo, tmp_path: Path) -> N
     mask = ("corrected.nii.gz", Path(case["label"]).read_bytes())
     reply = client.post("/feedback", data={"request_id": rid}, files={"mask": mask})
     assert reply.status_code == 200, reply.text
+    # in bulk: a table whose mask column names the files (relative to the table)
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "case.nii.gz").write_bytes(mask[1])
+    table = tmp_path / "outcomes.csv"
+    table.write_text(f"request_id,mask\n{rid},masks/case.nii.gz\n")
+    args = [f"input={table}", f"bundle={bundle}", f"paths.log_dir={tmp_path / 'log'}"]
+    try:
+        cli(["feedback", "medical", *args])
+    except SystemExit as exc:
+        raise AssertionError(f"verticals feedback exited {exc.code}") from None
+    (entry,) = PredictionLog(LogSettings.default(tmp_path / "log")).entries("medical")
+    assert entry.outcome["mask"]["sha256"] and entry.files["outcome"].read_bytes() == mask[1]
 
 
 @needs_monai

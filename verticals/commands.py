@@ -266,24 +266,39 @@ def feedback(cfg: DictConfig) -> int:
     plog = _log(cfg)
     bundle = load_bundle(_bundle_dir(cfg))
     check = FeedbackCheck(bundle.vertical, bundle.model, plog)
-    if check.file_field:
-        raise UserError(
-            f"{cfg.vertical} outcomes are {check.file_field} files: POST them to /feedback "
-            "as multipart uploads"
-        )
     frame = read_table(source)
     if "request_id" not in frame.columns:
         raise UserError(f"{source} has no request_id column; columns: {list(frame.columns)}")
     frame["request_id"] = frame["request_id"].astype("string")  # "0042" or 42: an id is text
+    items = rows_of_table(frame)
+    files = _outcome_files(items, check.file_field, source) if check.file_field else {}
     try:
-        parsed = check.parse(rows_of_table(frame), where="item")
+        parsed = check.parse(items, where="item")
+        replaced = check.store(parsed, files)
     except BadRequest as exc:
         raise UserError(f"{source}: {exc.message}") from None
-    replaced = check.store(parsed)
     reply = answer(parsed, replaced)
     print(f"{cfg.vertical}: stored {reply['stored']} outcomes from {source} "
           f"({reply['replaced']} replaced earlier ones) in {plog.settings.describe()}")  # fmt: skip
     return int(reply["stored"])
+
+
+def _outcome_files(
+    items: list[dict[str, Any]], field: str, source: Path
+) -> dict[int, tuple[str, bytes]]:
+    """The outcome files a table names (medical: a `mask` column of NIfTI paths, relative
+    to the table's folder), read; the column leaves the items."""
+    files = {}
+    for i, item in enumerate(items):
+        given = item.pop(field, None)
+        if not given:
+            raise UserError(f"{source}: item[{i}] has no {field} (a path to the {field} file)")
+        path = Path(str(given))
+        path = path if path.is_absolute() else source.parent / path
+        if not path.is_file():
+            raise UserError(f"{source}: item[{i}].{field}: no file {path}")
+        files[i] = (path.name, path.read_bytes())
+    return files
 
 
 def monitor(cfg: DictConfig) -> int:
