@@ -88,3 +88,14 @@ def serving_in_thread(app: Any, seconds: float = 30) -> Iterator[tuple[str, uvic
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def run_cli(*args: str) -> int:
+    """`verticals <args>` in this process; its exit code (0 when it returns)."""
+    from verticals.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

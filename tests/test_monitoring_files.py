@@ -31,12 +31,13 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from verticals.cli import main as cli  # noqa: E402
 from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline  # noqa: E402
 from verticals.core.bundle import write_bundle  # noqa: E402
 from verticals.core.predlog import LogSettings, PredictionLog  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
+
+from .servers import run_cli  # noqa: E402
 
 needs_monai = pytest.mark.skipif(
     importlib.util.find_spec("monai") is None, reason="monai is not installed"
@@ -63,13 +64,8 @@ def package(run: pipeline.TrainResult, root: Path) -> Path:
 
 def monitor(vertical: str, bundle: Path, root: Path, output: Path, *more: str) -> int:
     """`verticals monitor` in-process; its exit code (0 inside thresholds, 1 a breach)."""
-    args = ["monitor", vertical, f"bundle={bundle}", f"paths.root_dir={root}", "tracking=none",
-            f"output={output}", *more]  # fmt: skip
-    try:
-        cli(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run_cli("monitor", vertical, f"bundle={bundle}", f"paths.root_dir={root}",
+                   "tracking=none", f"output={output}", *more)  # fmt: skip
 
 
 def figures_of(report: Path) -> dict[str, Any]:
@@ -212,10 +208,7 @@ def test_medical_mask_feedback_over_multipart(medical_demo, tmp_path: Path) -> N
     table = tmp_path / "outcomes.csv"
     table.write_text(f"request_id,mask\n{rid},masks/case.nii.gz\n")
     args = [f"input={table}", f"bundle={bundle}", f"paths.log_dir={tmp_path / 'log'}"]
-    try:
-        cli(["feedback", "medical", *args])
-    except SystemExit as exc:
-        raise AssertionError(f"verticals feedback exited {exc.code}") from None
+    assert run_cli("feedback", "medical", *args) == 0
     (entry,) = PredictionLog(LogSettings.default(tmp_path / "log")).entries("medical")
     assert entry.outcome["mask"]["sha256"] and entry.files["outcome"].read_bytes() == mask[1]
 

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from verticals.cli import main as cli
 from verticals.configs import compose
 from verticals.core import pipeline
 from verticals.core.bundle import write_bundle
@@ -24,6 +23,7 @@ from verticals.core.predlog import LogSettings, PredictionLog, utcnow
 from verticals.core.serving import create_app
 
 from .postgres import postgres_db, postgres_url  # noqa: F401 - fixtures
+from .servers import run_cli
 
 
 def _train(root: Path, vertical: str, *overrides: str) -> pipeline.TrainResult:
@@ -69,14 +69,6 @@ def log_settings(request: pytest.FixtureRequest, tmp_path: Path) -> LogSettings:
     return LogSettings(url=url, files_dir=str(tmp_path / "predlog" / "files"))
 
 
-def _cli(*args: str) -> int:
-    try:
-        cli(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def _watch(bundle: Path, settings: LogSettings, root: Path) -> list[str]:
     """The CLI overrides that read this bundle's log."""
     args = [f"bundle={bundle}", f"paths.root_dir={root}"]
@@ -86,7 +78,7 @@ def _watch(bundle: Path, settings: LogSettings, root: Path) -> list[str]:
 
 
 def _monitor(vertical: str, watch: list[str], output: Path, *window: str) -> tuple[int, dict]:
-    code = _cli("monitor", vertical, *watch, "tracking=none", *window, f"output={output}")
+    code = run_cli("monitor", vertical, *watch, "tracking=none", *window, f"output={output}")
     return code, json.loads((output / "figures.json").read_text())
 
 
@@ -231,7 +223,7 @@ def test_traffic_monitor_live_errors_and_slowed_sensors(
     table = pd.DataFrame(rows)
     table.to_csv(tmp_path / "observed.csv", index=False)
     watch = _watch(bundle, log_settings, tmp_path)
-    assert _cli("feedback", "traffic", f"input={tmp_path / 'observed.csv'}", *watch) == 0
+    assert run_cli("feedback", "traffic", f"input={tmp_path / 'observed.csv'}", *watch) == 0
     assert f"stored {len(requests)} outcomes" in capsys.readouterr().out
 
     code, figures = _monitor("traffic", watch, tmp_path / "honest")

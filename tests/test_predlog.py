@@ -21,7 +21,6 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from verticals.cli import main as cli
 from verticals.core import pipeline
 from verticals.core.bundle import write_bundle
 from verticals.core.errors import UserError
@@ -37,7 +36,7 @@ from verticals.core.predlog import (
 from verticals.core.serving import create_app
 
 from .postgres import postgres_db, postgres_url  # noqa: F401 - fixtures
-from .servers import free_port, http, wait_ready
+from .servers import free_port, http, run_cli, wait_ready
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -215,14 +214,6 @@ def test_a_killed_server_loses_no_answered_prediction(
     assert len(logged) == len(set(logged)), "a row moved twice"
 
 
-def _cli(*args: str) -> int:
-    try:
-        cli(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 def test_monitor_flags_scaled_incomes_and_the_cli_round_trip(
     finance_run: pipeline.TrainResult, finance_bundle: Path, tmp_path: Path, capsys
 ) -> None:
@@ -232,7 +223,7 @@ def test_monitor_flags_scaled_incomes_and_the_cli_round_trip(
     watch = [*root, "tracking=none"]
     frame = finance_run.vertical.example_inputs(finance_run.splits, 600)
     frame.to_csv(tmp_path / "in.csv", index=False)
-    assert _cli("predict", "finance", f"input={tmp_path / 'in.csv'}",
+    assert run_cli("predict", "finance", f"input={tmp_path / 'in.csv'}",
                 f"output={tmp_path / 'out.csv'}", *root) == 0  # fmt: skip
     scored = pd.read_csv(tmp_path / "out.csv")
     assert scored.columns[0] == "request_id" and scored.request_id.is_unique
@@ -240,15 +231,15 @@ def test_monitor_flags_scaled_incomes_and_the_cli_round_trip(
     defaulted = (rng.random(len(scored)) < scored["pd"]).astype(int)
     outcomes = pd.DataFrame({"request_id": scored.request_id, "defaulted": defaulted})
     outcomes.to_csv(tmp_path / "outcomes.csv", index=False)
-    assert _cli("feedback", "finance", f"input={tmp_path / 'outcomes.csv'}", *root) == 0
+    assert run_cli("feedback", "finance", f"input={tmp_path / 'outcomes.csv'}", *root) == 0
     assert "stored 600 outcomes" in capsys.readouterr().out
     outcomes.loc[3, "defaulted"] = 5
     outcomes.to_csv(tmp_path / "bad.csv", index=False)
-    assert _cli("feedback", "finance", f"input={tmp_path / 'bad.csv'}", *root) == 2
+    assert run_cli("feedback", "finance", f"input={tmp_path / 'bad.csv'}", *root) == 2
     assert "item[3].defaulted" in capsys.readouterr().err
 
     report = tmp_path / "report"
-    assert _cli("monitor", "finance", *watch, f"output={report}") == 0
+    assert run_cli("monitor", "finance", *watch, f"output={report}") == 0
     figures = json.loads((report / "figures.json").read_text())
     assert figures["requests"] == 600 and figures["feedback"] == 600 and not figures["breaches"]
     assert figures["live"]["roc_auc"] > 0.65  # outcomes drawn from the model's own PDs
@@ -261,20 +252,20 @@ def test_monitor_flags_scaled_incomes_and_the_cli_round_trip(
     shifted = frame.copy()
     shifted["income"] *= 3
     shifted.to_csv(tmp_path / "shifted.csv", index=False)
-    assert _cli("predict", "finance", f"input={tmp_path / 'shifted.csv'}",
+    assert run_cli("predict", "finance", f"input={tmp_path / 'shifted.csv'}",
                 f"output={tmp_path / 'out2.csv'}", *root) == 0  # fmt: skip
     capsys.readouterr()
     later = parse_since("1m").isoformat()  # the shifted batch only
-    assert _cli("monitor", "finance", *watch, f"since={later}", f"output={tmp_path / 'r2'}") == 1
+    assert run_cli("monitor", "finance", *watch, f"since={later}", f"output={tmp_path / 'r2'}") == 1
     out = capsys.readouterr().out
     assert "BREACH income drifted" in out and "shifted: income" in out
-    assert _cli("monitor", "finance", *watch, "since=next tuesday") == 2
+    assert run_cli("monitor", "finance", *watch, "since=next tuesday") == 2
 
     export = tmp_path / "log.parquet"
-    assert _cli("log", "export", "finance", f"output={export}", root[0]) == 0
+    assert run_cli("log", "export", "finance", f"output={export}", root[0]) == 0
     table = pd.read_parquet(export)
     assert len(table) == 1200 and table.outcome.notna().sum() == 600
-    assert _cli("log", "prune", "finance", "older_than=0s", root[0]) == 0
+    assert run_cli("log", "prune", "finance", "older_than=0s", root[0]) == 0
     log = PredictionLog(LogSettings.default(tmp_path / "predlog"))
     assert log.counts("finance") == {"predictions": 0, "outcomes": 0}
 
