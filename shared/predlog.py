@@ -213,8 +213,13 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _quiet_alembic() -> None:
+    """Alembic logs its plugins' set-up at INFO each time it is imported or run."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _alembic_config() -> Any:
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up, each time
+    _quiet_alembic()
     from alembic.config import Config
 
     config = Config()
@@ -229,6 +234,7 @@ def head_revision() -> str:
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    _quiet_alembic()
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
