@@ -24,8 +24,6 @@ log = get_logger("predlog")
 _STOP = object()
 MAX_GROUP = 2000  # rows per transaction at most (a burst is written in a few)
 
-Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future] | threading.Event
-
 
 class GroupWriter:
     """A thread that writes queued rows with `write(rows)`, many rows per call."""
@@ -47,16 +45,6 @@ class GroupWriter:
         self._queue.put((row, (loop, future)))
         async with asyncio.timeout(timeout):
             await future
-
-    def put_sync(self, row: dict[str, Any], timeout: float) -> None:
-        """`put` for a thread that is not an event loop's."""
-        done = threading.Event()
-        outcome: list[BaseException | None] = []
-        self._queue.put((row, (done, outcome)))
-        if not done.wait(timeout):
-            raise TimeoutError(f"the prediction log did not commit within {timeout:g} s")
-        if outcome and outcome[0] is not None:
-            raise outcome[0]
 
     def close(self) -> None:
         """Write what is queued, then stop the thread."""
@@ -95,12 +83,8 @@ class GroupWriter:
 def _wake(waiters: list[Any], error: BaseException | None) -> None:
     """Resolve every waiter: one call into each event loop, not one per request."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = defaultdict(list)
-    for first, second in waiters:
-        if isinstance(first, threading.Event):
-            second.append(error)
-            first.set()
-        else:
-            by_loop[first].append(second)
+    for loop, future in waiters:
+        by_loop[loop].append(future)
     for loop, futures in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits
             loop.call_soon_threadsafe(_settle, futures, error)

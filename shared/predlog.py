@@ -388,16 +388,10 @@ class PredictionLog:
             conn.execute(p.delete().where(p.c.batch_id == batch_id))
 
     def inputs_json(self, records: list[dict[str, Any]]) -> bytes | None:
-        """`inputs_text` as bytes (the spool writes bytes)."""
-        s = self.settings
-        kept = private_records(records, s.inputs, s.drop)
-        return None if kept is None else to_json(kept)
-
-    def inputs_text(self, records: list[dict[str, Any]]) -> str | None:
         """A request's records as the log keeps them (`log.inputs`, `log.drop`), as JSON."""
         s = self.settings
         kept = private_records(records, s.inputs, s.drop)
-        return None if kept is None else to_json(kept).decode()
+        return None if kept is None else to_json(kept)
 
     def keep(self, data: bytes, name: str, sha256: str | None = None) -> str:
         """Store a file by content; its sha256."""
