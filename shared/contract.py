@@ -21,9 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from verticals.core.errors import UserError
+
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
 
+    import numpy as np
     import pandas as pd
     from omegaconf import DictConfig
     from pydantic import BaseModel
@@ -61,6 +65,31 @@ class Logged:
     files: dict[str, Path] = field(default_factory=dict)
     created: datetime | None = None
     model_version: str = ""
+
+
+@dataclass
+class CaseScores:
+    """A model's answers on a holdout, kept so that its metrics can be computed again on any
+    resample of the cases (the bootstrap of a champion-challenger comparison) without
+    predicting again. `metrics(positions)`: the metrics on the cases at `positions` (an int
+    array of length `n`, with repeats), named as `evaluate` names them."""
+
+    n: int
+    metrics: Callable[[np.ndarray], dict[str, float]]
+
+    @classmethod
+    def of_means(cls, per_case: dict[str, Any]) -> CaseScores:
+        """Metrics that are means over cases (Dice per volume, NDCG per customer, error per
+        window): `per_case` maps each metric to one value per case (NaN: not scored)."""
+        import numpy as np
+
+        values = {k: np.asarray(v, dtype=float) for k, v in per_case.items()}
+        n = len(next(iter(values.values()))) if values else 0
+
+        def metrics(positions: np.ndarray) -> dict[str, float]:
+            return {k: float(np.nanmean(v[positions])) for k, v in values.items()}
+
+        return cls(n, metrics)
 
 
 @dataclass
@@ -166,6 +195,37 @@ class Vertical(ABC):
         counterparts of the test metrics (AUC on labelled applicants, NDCG on later
         purchases). Default: none."""
         return {}
+
+    # -- retraining: feedback becomes training data; one holdout scores every challenger --
+
+    def learn_from(self, cfg: DictConfig, splits: Splits, feedback: list[Logged]) -> Splits:
+        """`splits` with the cases of `feedback` (logged predictions with an outcome, oldest
+        first) added to its training part, and `info["feedback"]` saying how many cases that
+        gave. Raise `UserError` when they cannot be learnt from (inputs not logged, files not
+        kept). Default: the vertical does not learn from feedback."""
+        raise UserError(f"{self.name} does not learn from feedback")
+
+    def extend_holdout(self, model: Any, holdout: Any, feedback: list[Logged]) -> Any:
+        """`holdout` (what `evaluate` takes) with the cases of `feedback` added: the share of
+        fresh feedback that `retrain.holdout_share` keeps out of training to score on."""
+        raise UserError(
+            f"{self.name} cannot add feedback to its holdout; set retrain.holdout_share=0"
+        )
+
+    def save_holdout(self, data: Any, directory: Path) -> None:
+        """Write `data` (the test data `evaluate` takes) into `directory`, self-contained
+        (files copied in), so a champion and its challengers are scored on the same cases
+        whatever later happens to the data source."""
+        raise NotImplementedError
+
+    def load_holdout(self, directory: Path) -> Any:
+        """Inverse of `save_holdout`."""
+        raise NotImplementedError
+
+    def score_cases(self, model: Any, data: Any) -> CaseScores | None:
+        """The model's answers on `data`, for the bootstrap interval of a comparison.
+        None (default): the comparison has no interval, only the two `evaluate` results."""
+        return None
 
 
 class RecordVertical(Vertical):
