@@ -11,7 +11,16 @@ from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
 from verticals.core.runs import resume_training
-from verticals.traffic import config, data, evaluation, model, monitoring, schema, training
+from verticals.traffic import (
+    config,
+    data,
+    evaluation,
+    model,
+    monitoring,
+    retraining,
+    schema,
+    training,
+)
 from verticals.traffic.predict import forecast_records, forecast_rows
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,11 @@ class TrafficVertical(RecordVertical):
     outcome_schema = staticmethod(monitoring.outcome_schema)
     monitor_frame = staticmethod(monitoring.monitor_frame)
     live_metrics = staticmethod(monitoring.live_metrics)
+    learn_from = staticmethod(retraining.learn_from)
+    extend_holdout = staticmethod(retraining.extend_holdout)
+    save_holdout = staticmethod(retraining.save_holdout)
+    load_holdout = staticmethod(retraining.load_holdout)
+    score_cases = staticmethod(retraining.score_cases)
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.Reading
