@@ -18,6 +18,7 @@ from verticals.medical import (
     files,
     model,
     monitoring,
+    retraining,
     schema,
     training,
 )
@@ -39,7 +40,7 @@ class MedicalVertical(FileVertical):
     resolve_config = staticmethod(resume_training)
     load_data = staticmethod(data.load_splits)
     fit = staticmethod(training.fit)
-    evaluate = staticmethod(evaluation.evaluate)
+    evaluate = staticmethod(retraining.evaluate)  # shares per-case scores with score_cases
     save = staticmethod(model.save)
     load = staticmethod(model.load)
     predict_path = staticmethod(files.predict_path)
@@ -47,6 +48,11 @@ class MedicalVertical(FileVertical):
     describe = staticmethod(evaluation.describe)
     check_outcome_file = staticmethod(monitoring.check_outcome_file)
     live_metrics = staticmethod(monitoring.live_metrics)
+    learn_from = staticmethod(retraining.learn_from)
+    extend_holdout = staticmethod(retraining.extend_holdout)
+    save_holdout = staticmethod(retraining.save_holdout)
+    load_holdout = staticmethod(retraining.load_holdout)
+    score_cases = staticmethod(retraining.score_cases)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.SegmentationSummary
