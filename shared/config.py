@@ -204,6 +204,49 @@ class MonitorConfig:
         check_ranges(self, "min_rows min_reference_rows max_rows", ge=1)
 
 
+class Goal(StrEnum):
+    """Which way a metric is better."""
+
+    max = "max"  # higher is better (AUC, NDCG, Dice)
+    min = "min"  # lower is better (an error, Brier, a rate of misses)
+
+
+@dataclass
+class GuardConfig:
+    """A metric a challenger may not be worse on by more than `tolerance`."""
+
+    tolerance: float = 0.0
+    goal: Goal = Goal.max
+
+    def __post_init__(self) -> None:
+        check_range(self, "tolerance", ge=0)
+
+
+@dataclass
+class RetrainConfig:
+    """When `verticals retrain` builds a challenger, and when the challenger may take over
+    (per vertical: conf/<vertical>/retrain/default.yaml)."""
+
+    since: str | None = None  # feedback from this window only (90m, 7d, a date); null: all
+    min_feedback: int = 50  # fewer usable outcomes: refuse, with a one-line message
+    # the challenger must beat the champion's primary metric by this much on the holdout
+    margin: float = 0.0
+    guards: dict[str, GuardConfig] = field(default_factory=dict)  # metric -> tolerance
+    promote: bool = True  # false: register the challenger and record the decision only
+    # the newest share of fresh feedback goes to the holdout (never into training), so a
+    # changed world is scored too; 0: the champion's holdout as it is
+    holdout_share: float = 0.0
+    bootstrap: int = 1000  # paired bootstrap resamples of the holdout; 0: no interval
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        check_range(self, "min_feedback", ge=1)
+        check_range(self, "margin", ge=0)
+        check_range(self, "holdout_share", ge=0, lt=1)
+        check_range(self, "bootstrap", ge=0)
+        check_range(self, "confidence", gt=0, lt=1)
+
+
 @dataclass
 class ServeConfig:
     host: str = "127.0.0.1"
@@ -245,6 +288,7 @@ def register_core_configs() -> None:
     store_schema("tracking", TrackingConfig)
     store_schema("log", LogConfig)
     store_schema("monitor", MonitorConfig)
+    store_schema("retrain", RetrainConfig)
 
 
 def check_config(cfg: DictConfig, prefix: str = "") -> None:

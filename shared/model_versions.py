@@ -90,9 +90,12 @@ class Champion:
         return cls(store, vertical)
 
 
-def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
-    """Register `bundle` as a new version of `verticals-<vertical>`; the first version
-    becomes champion when there is none. Returns (version, became champion)."""
+def register(
+    store: Store, bundle: Path, vertical: str, tags: dict[str, str] | None = None
+) -> tuple[int, bool]:
+    """Register `bundle` as a new version of `verticals-<vertical>` (with `tags` besides its
+    own, in the same call); the first version becomes champion when there is none. Returns
+    (version, became champion)."""
     from mlflow.exceptions import MlflowException
 
     manifest = verify(bundle)
@@ -113,6 +116,7 @@ def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         },
+        **(tags or {}),
     }
     run_id = run.get("run_id") if run.get("uri") == store.describe() else None
     source = str(bundle.resolve())
@@ -129,6 +133,14 @@ def register(store: Store, bundle: Path, vertical: str) -> tuple[int, bool]:
     if first:
         _move_champion(store, vertical, number, "promote", "first version registered")
     return number, first
+
+
+def champion(store: Store, vertical: str) -> Version | None:
+    """The version the champion alias names (None: none yet)."""
+    if not store.exists():
+        return None
+    found = _by_alias(store, vertical, CHAMPION)
+    return None if found is None else _version(found, _aliases(_registered(store, vertical)))
 
 
 def free_bundle_name(store: Store, vertical: str, folder: Path) -> str:

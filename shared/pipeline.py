@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,10 +45,16 @@ def _context(cfg: DictConfig, out_dir: Path, log: logging.Logger) -> RunContext:
     return RunContext(run_dir=out_dir, device=device, seed=seed, log=log)
 
 
-def train(cfg: DictConfig, run_dir: Path | None = None, sweep: str | None = None) -> TrainResult:
+def train(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    sweep: str | None = None,
+    prepare: Callable[[Splits], Splits] | None = None,
+) -> TrainResult:
     """Load data, fit, evaluate on the test split, save, write the card, move LATEST, and
     record the run in the tracking store (`cfg.tracking`; `sweep`: the multirun folder a
-    job belongs to, which becomes the parent run)."""
+    job belongs to, which becomes the parent run). `prepare` changes the loaded splits
+    before the fit (a retrain adds the feedback there)."""
     vertical = registry.get(cfg.vertical)
     cfg = vertical.resolve_config(cfg)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.paths.runs_dir, vertical.name)
@@ -56,7 +63,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None, sweep: str | None = None
     with log_to_file(run_dir / "train.log") as log:
         tracker = run_tracking.start(cfg, vertical.name, run_dir, sweep)
         try:
-            result = _train(cfg, vertical, run_dir, log, tracker)
+            result = _train(cfg, vertical, run_dir, log, tracker, prepare)
             tracker.finish(vertical, result.model, result.splits, result.metrics)
         except BaseException:
             tracker.failed()
@@ -70,6 +77,7 @@ def _train(
     run_dir: Path,
     log: logging.Logger,
     tracker: run_tracking.NoTracking,
+    prepare: Callable[[Splits], Splits] | None = None,
 ) -> TrainResult:
     ctx = _context(cfg, run_dir, log)
     device = ctx.device
@@ -77,6 +85,8 @@ def _train(
 
     started = time.perf_counter()
     splits = vertical.load_data(cfg)
+    if prepare is not None:
+        splits = prepare(splits)
     log.info("data: %s", ", ".join(f"{k}={v}" for k, v in splits.info.items() if k != "schema"))
     tracker.loaded(splits)
     model = vertical.fit(cfg, splits, ctx)

@@ -145,6 +145,14 @@ _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def parse_duration(value: Any, key: str) -> float:
+    """Seconds of a duration (`30s`, `90m`, `12h`, `1d`, `2w`); `UserError` names `key`."""
+    match = _SPAN.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise UserError(f"{key}={value!r}; expected a duration like 30m, 1h or 1d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
 def parse_since(value: Any, key: str = "since") -> datetime | None:
     """A point in time from a duration back from now (`90m`, `12h`, `7d`, `2w`) or an ISO
     date/time (UTC when it has no zone); None for null/empty. `UserError` names `key`."""
@@ -155,7 +163,7 @@ def parse_since(value: Any, key: str = "since") -> datetime | None:
     text = str(value)
     match = _SPAN.match(text)
     if match:
-        return utcnow() - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        return utcnow() - timedelta(seconds=parse_duration(text, key))
     try:
         when = datetime.fromisoformat(text)
     except ValueError:

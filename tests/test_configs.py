@@ -155,10 +155,12 @@ def test_edges_of_a_range_are_allowed() -> None:
     + [("finance", "trainer", o) for o in ("auto", "cpu", "gpu")],
 )
 def test_every_option_composes(vertical: str, group: str, option: str) -> None:
-    command = "monitor" if group == "monitor" else "train"  # thresholds: the monitor's only
+    # thresholds and rules: the monitor's and the retrain's only
+    command = group if group in ("monitor", "retrain") else "train"
     cfg = compose(command, vertical, [f"{group}={option}"])
     assert cfg.vertical == vertical
-    nodes = ("paths", "log") if command == "monitor" else ("data", "model", "trainer", "paths")
+    nodes = {"monitor": ("paths", "log"), "retrain": ("data", "model", "trainer", "paths", "log")}
+    nodes = nodes.get(command, ("data", "model", "trainer", "paths"))
     for node in nodes:  # every group node keeps its schema
         assert is_dataclass(OmegaConf.get_type(cfg[node])), (node, OmegaConf.get_type(cfg[node]))
     if group not in GLOBAL_GROUPS:

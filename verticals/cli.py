@@ -30,6 +30,10 @@ commands:
   feedback   store outcomes of logged predictions from a table: input=outcomes.csv
   monitor    drift and live metrics of the logged traffic against the training reference
              (since=7d; exit 1 when a figure is outside its threshold)
+  retrain    train a challenger on the champion's config plus the logged feedback, score
+             both on the champion's holdout, promote only when better (retrain.promote=false:
+             register only)
+  loop       monitor every `every=1h`, retrain on drift or enough new feedback
   log        the prediction log: `log prune <vertical> older_than=90d`,
              `log export <vertical> output=log.parquet [since=30d]`
   demo       every vertical end to end on built-in demo data, then a summary table
@@ -47,11 +51,12 @@ examples:
   verticals serve finance serve.port=8080
   verticals monitor finance since=7d
   verticals feedback finance input=outcomes.csv
+  verticals retrain finance retrain.since=30d
   verticals train finance tracking.uri=http://mlflow.internal:5000
 """
 
 COMMANDS = ("train", "evaluate", "package", "serve", "predict", "runs", "models", "promote",
-            "rollback", "feedback", "monitor", "log")  # fmt: skip
+            "rollback", "feedback", "monitor", "log", "retrain", "loop")  # fmt: skip
 # A command whose config is not named after it (`conf/log/` is the log settings' group).
 _CONFIG_NAMES = {"log": "prediction_log"}
 _LOG_ACTIONS = ("prune", "export")

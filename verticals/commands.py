@@ -409,6 +409,84 @@ def prediction_log(cfg: DictConfig) -> int:
     raise UserError(f"action={action!r}; expected prune or export")
 
 
+_NOT_TRAINING = ("retrain", "log", "paths", "tracking", "trainer", "monitor", "every",
+                 "cycles", "on_drift", "feedback", "since", "until", "version", "bundle",
+                 "output")  # fmt: skip
+
+
+def _training_overrides(cfg: DictConfig, config_name: str) -> dict[str, Any]:
+    """The training settings this command line changed (dotted keys), found by composing
+    the same command without the user's overrides and comparing: so `debug=fast`,
+    `experiment=...` and `model.x=1` all reach a challenger, whatever form they took."""
+    from hydra import compose
+
+    from verticals.configs import vertical_overrides
+
+    base = compose(config_name, overrides=vertical_overrides(cfg.vertical))
+    before = _leaves(OmegaConf.to_container(base, resolve=False))
+    after = _leaves(OmegaConf.to_container(cfg, resolve=False))
+    return {
+        key: value
+        for key, value in after.items()
+        if before.get(key, _ABSENT) != value and key.split(".")[0] not in _NOT_TRAINING
+    }
+
+
+_ABSENT = object()
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def retrain(cfg: DictConfig) -> int:
+    """Challenge the champion with a model trained on the feedback; exit 0 whether or not
+    it was promoted (the decision is printed and recorded), 2 when it could not start."""
+    from verticals.core import retrain as retraining
+
+    plog = _log(cfg)
+    with _terminate_as_exit():
+        result = retraining.retrain(cfg, _training_overrides(cfg, "retrain"), plog)
+    d = result.decision
+    print(f"{cfg.vertical}: challenger registered as version {result.version}: "
+          f"{'PROMOTED' if result.promoted else 'not promoted'} ({d.reason})")  # fmt: skip
+    if d.promote and not result.promoted:
+        print(f"it won, and retrain.promote=false: `verticals promote {cfg.vertical} "
+              f"version={result.version}` makes it champion")  # fmt: skip
+    print(f"report: {result.report}")
+    return result.version
+
+
+def _terminate_as_exit() -> Any:
+    """SIGTERM (a scheduler stopping the job) as SystemExit, so a retrain stopped part-way
+    marks its tracked run failed before the process ends, as Ctrl-C does."""
+    import contextlib
+    import signal
+    import threading
+
+    @contextlib.contextmanager
+    def handler() -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, _frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return handler()
+
+
 COMMANDS = {
     "train": train,
     "evaluate": evaluate,
@@ -422,4 +500,6 @@ COMMANDS = {
     "feedback": feedback,
     "monitor": monitor,
     "log": prediction_log,
+    "retrain": retrain,
+    "loop": lambda cfg: __import__("verticals.loop", fromlist=["loop"]).loop(cfg),
 }

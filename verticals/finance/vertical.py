@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
-from verticals.finance import config, data, evaluation, model, monitoring, schema
+from verticals.finance import config, data, evaluation, model, monitoring, retraining, schema
 
 
 class FinanceVertical(RecordVertical):
@@ -32,6 +32,11 @@ class FinanceVertical(RecordVertical):
     outcome_schema = staticmethod(monitoring.outcome_schema)
     monitor_frame = staticmethod(monitoring.monitor_frame)
     live_metrics = staticmethod(monitoring.live_metrics)
+    learn_from = staticmethod(retraining.learn_from)
+    extend_holdout = staticmethod(retraining.extend_holdout)
+    save_holdout = staticmethod(retraining.save_holdout)
+    load_holdout = staticmethod(retraining.load_holdout)
+    score_cases = staticmethod(retraining.score_cases)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Prediction

@@ -8,7 +8,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
-from verticals.retail import config, data, evaluation, model, monitoring, recommend, schema
+from verticals.retail import (
+    config,
+    data,
+    evaluation,
+    model,
+    monitoring,
+    recommend,
+    retraining,
+    schema,
+)
 
 
 class RetailVertical(RecordVertical):
@@ -29,6 +38,11 @@ class RetailVertical(RecordVertical):
     outcome_schema = staticmethod(monitoring.outcome_schema)
     monitor_frame = staticmethod(monitoring.monitor_frame)
     live_metrics = staticmethod(monitoring.live_metrics)
+    learn_from = staticmethod(retraining.learn_from)
+    extend_holdout = staticmethod(retraining.extend_holdout)
+    save_holdout = staticmethod(retraining.save_holdout)
+    load_holdout = staticmethod(retraining.load_holdout)
+    score_cases = staticmethod(retraining.score_cases)
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.RecommendRequest
