@@ -17,6 +17,7 @@ from verticals.manufacturing import (
     files,
     model,
     monitoring,
+    retraining,
     schema,
     training,
 )
@@ -44,6 +45,11 @@ class ManufacturingVertical(FileVertical):
     describe = staticmethod(evaluation.describe)
     outcome_schema = staticmethod(monitoring.outcome_schema)
     live_metrics = staticmethod(monitoring.live_metrics)
+    learn_from = staticmethod(retraining.learn_from)
+    extend_holdout = staticmethod(retraining.extend_holdout)
+    save_holdout = staticmethod(retraining.save_holdout)
+    load_holdout = staticmethod(retraining.load_holdout)
+    score_cases = staticmethod(retraining.score_cases)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Inspection
