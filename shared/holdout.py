@@ -44,7 +44,7 @@ class Holdout:
         base = self.meta.get("base", {})
         fed = len(self.feedback_ids)
         extra = f" + {fed} feedback cases" if fed else ""
-        return f"{self.folder.name} (the test split of {base.get('from', '?')}{extra})"
+        return f"{self.folder.name} ({base.get('from', '?')}{extra})"
 
 
 def root(cfg: Any, vertical: str) -> Path:
