@@ -239,3 +239,22 @@ def test_too_little_feedback_is_refused_in_one_line(tmp_path: Path, capsys) -> N
     assert code == 2
     assert "retrain.min_feedback=200" in err and "14 outcomes to learn from" in err, err
     assert _state(store) == before
+
+
+def test_the_loop_monitors_then_retrains_when_feedback_arrived(tmp_path: Path, capsys) -> None:
+    store, bundle = _champion(tmp_path)
+    settings = LogSettings.default(tmp_path / "predlog")
+    records, defaulted = changed_world(900, seed=8)
+    with TestClient(create_app(load_bundle(bundle), prediction_log=settings)) as client:
+        ids = [client.post("/predict", json=[r]).json()["request_id"] for r in records]
+        client.post("/feedback", json=[{"request_id": i, "defaulted": int(d)}
+                                       for i, d in zip(ids, defaulted, strict=True)])  # fmt: skip
+    code = run_cli("loop", "finance", f"paths.root_dir={tmp_path}", "every=1s", "cycles=1",
+                   "feedback=500", "since=1h")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "BREACH" in out and "retraining: the monitor reported a breach and 900 new" in out
+    assert "challenger registered as version 2" in out, out
+    assert [v.version for v in model_versions.versions(store, "finance")] == [2, 1]
+    assert run_cli("loop", "finance", f"paths.root_dir={tmp_path}", "every=soon") == 2
+    assert "every='soon'; expected a duration" in capsys.readouterr().err
