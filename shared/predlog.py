@@ -148,7 +148,7 @@ _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 def parse_duration(value: Any, key: str) -> float:
     """Seconds of a duration (`30s`, `90m`, `12h`, `1d`, `2w`); `UserError` names `key`."""
     match = _SPAN.match(str(value))
-    if not match or float(match.group(1)) <= 0:
+    if not match:
         raise UserError(f"{key}={value!r}; expected a duration like 30m, 1h or 1d")
     return float(match.group(1)) * _UNITS[match.group(2)]
 

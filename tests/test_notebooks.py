@@ -97,6 +97,9 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     if path.stem == "operations":  # the loop after the API, not one industry's notebook
         assert "shifted columns: ['income'" in shown and "unknown_user" in shown
         assert "replaced the earlier outcome" in shown and "roc_auc" in shown
+        assert "promoted: True" in shown, shown[-3000:]
+        west = re.search(r"PD east ([0-9.]+), west ([0-9.]+)", shown)
+        assert west and float(west[2]) > float(west[1]), west  # the new driver, learnt
         return
     # Every industry notebook ends by promoting the better of two registered runs and
     # serving the champion through a follower: the version promoted is the one that answered.

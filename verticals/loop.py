@@ -21,6 +21,8 @@ log = get_logger("loop")
 def loop(cfg: DictConfig) -> int:
     """Cycles of monitor -> (retrain); returns how many retrains ran."""
     every = parse_duration(cfg.every, "every")
+    if every <= 0:
+        raise UserError(f"every={cfg.every!r}; expected a duration above zero, e.g. 1h")
     cycles = None if cfg.cycles is None else require_int(cfg.cycles, "cycles", minimum=1)
     threshold = int(cfg.feedback or cfg.retrain.min_feedback)
     state = {"outcomes_at_last_retrain": None}
