@@ -122,8 +122,10 @@ def decide(
     gain = better(rules.goal, challenger[name] - champion[name])
     guards = [_guard(metric, g, champion, challenger) for metric, g in rules.guards.items()]
     figures = f"{name} {champion[name]:.4f} -> {challenger[name]:.4f}"
-    if gain < rules.margin:
+    if gain < rules.margin or gain <= 0:  # a tie never replaces the champion
         reason = f"{figures}: a gain of {gain:+.4f} is below the margin {rules.margin:g}"
+        if gain <= 0 and rules.margin == 0:
+            reason = f"{figures}: no gain"
         return Comparison(champion, challenger, gain, interval, False, reason, guards)
     if interval is not None and interval.low <= 0:
         reason = (

@@ -222,6 +222,19 @@ class Vertical(ABC):
         """Inverse of `save_holdout`."""
         raise NotImplementedError
 
+    def case_keys(self, data: Any) -> set[str]:
+        """Keys of the cases in `data` (a split's data or a holdout): equal keys mean the same
+        case (an applicant's fields, a customer's purchase of an item, a reading's time, a
+        file's sha256). The core keeps feedback that meets the holdout out of training, and
+        refuses a challenger whose training data holds a holdout case. Default: no keys, so
+        no such checks."""
+        return set()
+
+    def entry_keys(self, entry: Logged) -> set[str]:
+        """Keys of the cases one logged prediction with its outcome holds, as `case_keys`
+        names them."""
+        return set()
+
     def score_cases(self, model: Any, data: Any) -> CaseScores | None:
         """The model's answers on `data`, for the bootstrap interval of a comparison.
         None (default): the comparison has no interval, only the two `evaluate` results."""

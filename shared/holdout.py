@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from verticals.core.contract import Vertical
+from verticals.core.contract import Logged, Vertical
 from verticals.core.errors import UserError
 from verticals.core.fingerprint import file_digest as _sha256
 from verticals.core.runs import timestamp
@@ -100,3 +100,17 @@ def read(vertical: Vertical, folder: Path, digest: str | None = None) -> Holdout
             raise UserError(f"the holdout file {path} is missing or changed since it was saved")
     data = vertical.load_holdout(folder / DATA)
     return Holdout(folder, data, set(meta.get("feedback_ids", [])), meta)
+
+
+def file_keys(paths: list[Path] | list[str]) -> set[str]:
+    """The sha256 of each input file: the case keys of a file vertical (a folder input, a
+    DICOM series, has none)."""
+    return {_sha256(Path(p)) for p in paths if Path(p).is_file()}
+
+
+def input_key(entry: Logged) -> set[str]:
+    """The sha256 of a logged upload, from where the log kept it (`<sha[:2]>/<sha>/<name>`);
+    none when it kept no file."""
+    path = entry.files.get("input")
+    sha = path.parent.name if path is not None else ""
+    return {sha} if len(sha) == 64 else set()

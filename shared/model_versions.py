@@ -143,6 +143,17 @@ def champion(store: Store, vertical: str) -> Version | None:
     return None if found is None else _version(found, _aliases(_registered(store, vertical)))
 
 
+def forget(store: Store, vertical: str, version: int, champion: int) -> None:
+    """Undo a registration that did not finish (a retrain failed or was stopped after it):
+    the version goes, and the champion alias names `champion` again."""
+    client, name = store.client(), model_name(vertical)
+    try:
+        client.delete_model_version(name, str(version))
+    finally:
+        if _by_alias(store, vertical, CHAMPION) is None:
+            client.set_registered_model_alias(name, CHAMPION, str(champion))
+
+
 def free_bundle_name(store: Store, vertical: str, folder: Path) -> str:
     """`folder`'s name, or `<name>-2`, `-3`... when a registered version already points at
     that folder: a registered bundle is never replaced (its version would stop verifying)."""

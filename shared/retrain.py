@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,11 @@ class Feedback:
 
     train: list[Logged]
     to_holdout: list[Logged]
-    in_holdout: int  # already in the champion's holdout
+    in_holdout: int  # already in the champion's holdout (by request id or by case)
     total: int
     since: datetime | None
+    overlap: int = 0  # left out of training: they share a case with the new holdout cases
+    held_keys: set[str] = field(default_factory=set)  # the cases no challenger may train on
 
     @property
     def until(self) -> str | None:
@@ -89,15 +91,22 @@ def retrain(cfg: DictConfig, overrides: dict[str, Any], plog: PredictionLog) -> 
             f"{model_name(vertical.name)} has no champion to challenge",
             hint=f"`verticals package {vertical.name}` registers the first version as champion",
         )
+    inputs = str(cfg.log.get("inputs", "full"))
+    if inputs != "full":
+        raise UserError(
+            f"log.inputs={inputs}: the prediction log keeps no inputs to learn from",
+            hint="serve with log.inputs=full (the default) to retrain on feedback",
+        )
     bundle = load_bundle(model_versions.check_bundle(store, champion, "retrained against"))
     rules = comparison.Rules.of(cfg.retrain, vertical.headline_metric, vertical.headline_goal,
                                 seed=int(cfg.seed))  # fmt: skip
     fixed = champion_holdout(cfg, vertical, champion, bundle)
-    feedback = divide(cfg, plog, vertical.name, fixed, _fresh_after(bundle))
+    feedback = divide(cfg, plog, vertical, fixed, fresh_after(bundle.path))
     print(
         f"{vertical.name}: champion is version {champion.version} ({bundle.model_version}); "
         f"{feedback.total} outcomes in the log, {len(feedback.train)} to learn from, "
-        f"{len(feedback.to_holdout)} to the holdout, {feedback.in_holdout} in it already"
+        f"{len(feedback.to_holdout)} to the holdout, {feedback.in_holdout} in it already, "
+        f"{feedback.overlap} left out for sharing a case with the new holdout cases"
     )
     if len(feedback.train) < int(cfg.retrain.min_feedback):
         raise UserError(
@@ -153,15 +162,22 @@ def _judge(
         DECISION_TAG: verdict,
         REASON_TAG: decision.reason[:1000],
     }
-    number, _ = model_versions.register(store, packaged, vertical.name, tags)
-    report = _write_report(
-        trained.run_dir, vertical, champion.version, number, verdict, decision, rules,
-        scored_on, feedback, cfg,
-    )  # fmt: skip
-    _record(store, trained.run_dir, decision, rules, verdict, number, report)
-    if promote:
-        model_versions.promote(store, vertical.name, number,
-                               reason=f"retrain: {decision.reason}")  # fmt: skip
+    _record(store, trained.run_dir, decision, rules, verdict)
+    number = None
+    try:  # the registry changes here only, and is put back if any step fails
+        number, _ = model_versions.register(store, packaged, vertical.name, tags)
+        report = _write_report(
+            trained.run_dir, vertical, champion.version, number, verdict, decision, rules,
+            scored_on, feedback, cfg,
+        )  # fmt: skip
+        _attach(store, trained.run_dir, number, report)
+        if promote:
+            model_versions.promote(store, vertical.name, number,
+                                   reason=f"retrain: {decision.reason}")  # fmt: skip
+    except BaseException:
+        if number is not None:
+            model_versions.forget(store, vertical.name, number, champion.version)
+        raise
     return Result(vertical.name, trained.run_dir, number, promote, decision, report,
                   champion.version)  # fmt: skip
 
@@ -186,6 +202,29 @@ def champion_holdout(
     return holdout.write(vertical, splits.test, where, base, name=name)
 
 
+def fix_holdout(cfg: DictConfig, store: Store, number: int) -> Path | None:
+    """When a version becomes champion: fix its holdout now (the test split of its training
+    config, unless a retrain already gave it one) and name it in the version's tags. Best
+    effort: a vertical without holdouts, or data no longer there, leaves it to the first
+    retrain, which says so."""
+    vertical = registry.get(cfg.vertical)
+    version = model_versions.get_version(store, vertical.name, number)
+    if version.tags.get(holdout.TAG):
+        return None
+    try:
+        bundle = load_bundle(model_versions.check_bundle(store, version, "served", files=False))
+        fixed = champion_holdout(cfg, vertical, version, bundle)
+    except (UserError, NotImplementedError) as exc:
+        log.warning("the holdout of version %s is not fixed yet: %s", number, exc)
+        return None
+    client = store.client()
+    client.set_model_version_tag(model_name(vertical.name), str(number), holdout.TAG,
+                                 str(fixed.folder))  # fmt: skip
+    client.set_model_version_tag(model_name(vertical.name), str(number), holdout.DIGEST_TAG,
+                                 fixed.digest)  # fmt: skip
+    return fixed.folder
+
+
 #: Settings a challenger takes from the retrain command, not from the champion's run.
 RUNTIME = ("paths", "trainer", "tracking")
 
@@ -202,15 +241,15 @@ def challenger_config(cfg: DictConfig, saved: DictConfig, overrides: dict[str, A
 
 def _data_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
     """The champion's saved config with this machine's paths (caches, demo data)."""
-    merged = OmegaConf.merge(saved, {"paths": cfg.paths, "trainer": cfg.trainer})
+    merged = OmegaConf.merge(saved, {k: cfg[k] for k in ("paths", "trainer") if k in cfg})
     assert isinstance(merged, DictConfig)
     return merged
 
 
-def _fresh_after(bundle: Any) -> datetime | None:
+def fresh_after(bundle_dir: Path) -> datetime | None:
     """The newest prediction the champion learnt from: feedback after it is fresh to it
     (None: it learnt from none, so all feedback is)."""
-    run = bundle.path / "run.json"
+    run = Path(bundle_dir) / "run.json"
     info = json.loads(run.read_text()) if run.is_file() else {}
     until = ((info.get("data") or {}).get("feedback") or {}).get("until")
     return datetime.fromisoformat(until) if until else None
@@ -219,26 +258,55 @@ def _fresh_after(bundle: Any) -> datetime | None:
 def divide(
     cfg: DictConfig,
     plog: PredictionLog,
-    vertical: str,
+    vertical: Vertical,
     fixed: holdout.Holdout,
-    fresh_after: datetime | None,
+    newer_than: datetime | None,
 ) -> Feedback:
+    """Step 2: outcomes already in the holdout (the same request, or the same case: an
+    applicant of the test split sent to the server) stay out; the newest share of the
+    feedback the champion never saw joins the holdout, and whatever shares a case with it
+    (the same image sent twice, overlapping sensor windows) stays out of training too."""
     since = parse_since(cfg.retrain.since, "retrain.since")
-    entries = plog.entries(vertical, since, outcomes_only=True)
-    kept = [e for e in entries if e.request_id not in fixed.feedback_ids]
-    fresh = [e for e in kept if fresh_after is None or (e.created and e.created > fresh_after)]
-    share = float(cfg.retrain.holdout_share)
-    count = math.floor(len(fresh) * share)
+    entries = plog.entries(vertical.name, since, outcomes_only=True)
+    held = vertical.case_keys(fixed.data)
+    keys = {e.request_id: vertical.entry_keys(e) for e in entries}
+    known = fixed.feedback_ids
+    kept = [e for e in entries if e.request_id not in known and not keys[e.request_id] & held]
+    fresh = [e for e in kept if newer_than is None or (e.created and e.created > newer_than)]
+    count = math.floor(len(fresh) * float(cfg.retrain.holdout_share))
     newest = sorted(fresh, key=lambda e: (e.created or datetime.min, e.request_id))
     to_holdout = newest[len(newest) - count :] if count else []
-    held = {e.request_id for e in to_holdout}
-    train = [e for e in kept if e.request_id not in held]
-    return Feedback(train, to_holdout, len(entries) - len(kept), len(entries), since)
+    added: set[str] = set().union(*(keys[e.request_id] for e in to_holdout))
+    ids = {e.request_id for e in to_holdout}
+    rest = [e for e in kept if e.request_id not in ids]
+    train = [e for e in rest if not keys[e.request_id] & added]
+    return Feedback(train, to_holdout, len(entries) - len(kept), len(entries), since,
+                    overlap=len(rest) - len(train), held_keys=held | added)  # fmt: skip
+
+
+def _no_leak(vertical: Vertical, splits: Splits, held: set[str]) -> None:
+    """Refuse a challenger that would train on the holdout (an override of `seed` or
+    `data.*` drew another split): a few shared cases are tolerated, since real tables hold
+    duplicate rows."""
+    if not held:
+        return
+    trained = vertical.case_keys(splits.train)
+    if splits.val is not None:
+        trained |= vertical.case_keys(splits.val)
+    shared = len(trained & held)
+    if shared > 0.05 * len(held):
+        raise UserError(
+            f"the challenger's training data holds {shared} of the holdout's {len(held)} "
+            "cases: an override of seed or data.* drew another split",
+            hint="retrain with the champion's data settings; a new data source needs a new "
+            "champion (`verticals train`, `package`, `promote`)",
+        )
 
 
 def _learning(vertical: Vertical, cfg: DictConfig, feedback: Feedback) -> Any:
     def prepare(splits: Splits) -> Splits:
         learnt = vertical.learn_from(cfg, splits, feedback.train)
+        _no_leak(vertical, learnt, feedback.held_keys)
         said = learnt.info.get("feedback")
         learnt.info["feedback"] = {
             **(said if isinstance(said, dict) else {"cases": said}),
@@ -260,8 +328,6 @@ def _record(
     decision: comparison.Comparison,
     rules: comparison.Rules,
     verdict: str,
-    number: int,
-    report: Path,
 ) -> None:
     """Both metric sets, the rules and the decision on the challenger's tracked run."""
     run_id = _run_id(run_dir)
@@ -281,8 +347,15 @@ def _record(
     client.log_param(run_id, "retrain.metric", rules.metric)
     client.set_tag(run_id, DECISION_TAG, verdict)
     client.set_tag(run_id, REASON_TAG, decision.reason[:5000])
-    client.set_tag(run_id, "verticals.retrain.version", str(number))
-    client.log_artifact(run_id, str(report))
+
+
+def _attach(store: Store, run_dir: Path, number: int, report: Path) -> None:
+    """The version number and the report on the challenger's run."""
+    run_id = _run_id(run_dir)
+    if run_id is not None:
+        client = store.client()
+        client.set_tag(run_id, "verticals.retrain.version", str(number))
+        client.log_artifact(run_id, str(report))
 
 
 def _run_id(run_dir: Path) -> str | None:
@@ -362,7 +435,8 @@ def _write_report(
         "on them\n\n"
         "## Feedback learnt from\n\n"
         f"- {len(feedback.train)} of {feedback.total} outcomes in the log"
-        f"{_window(feedback.since)}; {feedback.in_holdout} were in the holdout already\n\n"
+        f"{_window(feedback.since)}; {feedback.in_holdout} were in the holdout already, "
+        f"{feedback.overlap} shared a case with the new holdout cases (left out)\n\n"
         "## Metrics on the holdout\n\n"
         f"| metric | champion | challenger |\n| --- | --- | --- |\n{rows}\n\n"
         "## Guards\n\n"
@@ -375,7 +449,8 @@ def _write_report(
         "verdict": verdict, "champion_version": champion, "challenger_version": challenger,
         "holdout": str(scored_on.folder), "feedback": {
             "learnt": len(feedback.train), "to_holdout": len(feedback.to_holdout),
-            "in_holdout": feedback.in_holdout, "total": feedback.total},
+            "in_holdout": feedback.in_holdout, "overlap": feedback.overlap,
+            "total": feedback.total},
         **decision.to_dict(),
     })  # fmt: skip
     return path

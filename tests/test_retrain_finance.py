@@ -65,6 +65,20 @@ def _champion(root: Path) -> tuple[Store, Path]:
     return store, bundle
 
 
+def _champion_with_feedback(root: Path, records: list[dict], defaulted: np.ndarray) -> Store:
+    """Version 1 champion, served in-process with the log on: one request per applicant,
+    then every outcome fed back."""
+    store, bundle = _champion(root)
+    settings = LogSettings.default(root / "predlog")
+    with TestClient(create_app(load_bundle(bundle), prediction_log=settings)) as client:
+        ids = [client.post("/predict", json=[r]).json()["request_id"] for r in records]
+        reply = client.post("/feedback", json=[
+            {"request_id": i, "defaulted": int(d)} for i, d in zip(ids, defaulted, strict=True)
+        ])  # fmt: skip
+        assert reply.status_code == 200, reply.text
+    return store
+
+
 def _state(store: Store) -> tuple[list[tuple[int, tuple[str, ...]]], dict]:
     """What a failed retrain must not change: the versions, their aliases and tags."""
     versions = model_versions.versions(store, "finance")
@@ -203,15 +217,12 @@ def test_b_a_changed_world_is_flagged_then_learnt_and_served(served, capsys) -> 
 
 
 def test_a_challenger_taught_shuffled_labels_is_refused(tmp_path: Path, capsys) -> None:
-    store, bundle = _champion(tmp_path)
-    settings = LogSettings.default(tmp_path / "predlog")
-    records, defaulted = changed_world(1500, seed=5, shuffle=True)
-    with TestClient(create_app(load_bundle(bundle), prediction_log=settings)) as client:
-        ids = [client.post("/predict", json=[r]).json()["request_id"] for r in records]
-        reply = client.post("/feedback", json=[
-            {"request_id": i, "defaulted": int(d)} for i, d in zip(ids, defaulted, strict=True)
-        ])  # fmt: skip
-        assert reply.status_code == 200, reply.text
+    store = _champion_with_feedback(tmp_path, *changed_world(1500, seed=5, shuffle=True))
+    state = _state(store)
+    # a smaller test share moves holdout cases into training: refused
+    assert run_cli("retrain", "finance", f"paths.root_dir={tmp_path}", "data.test_size=0.1") == 2
+    assert "an override of seed or data.* drew another split" in capsys.readouterr().err
+    assert _state(store) == state
     before = model_versions.champion(store, "finance")
     code = run_cli("retrain", "finance", f"paths.root_dir={tmp_path}", "trainer.device=cpu")
     out = capsys.readouterr().out
@@ -226,13 +237,7 @@ def test_a_challenger_taught_shuffled_labels_is_refused(tmp_path: Path, capsys) 
 
 
 def test_too_little_feedback_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
-    store, bundle = _champion(tmp_path)
-    settings = LogSettings.default(tmp_path / "predlog")
-    records, defaulted = changed_world(20, seed=3)
-    with TestClient(create_app(load_bundle(bundle), prediction_log=settings)) as client:
-        ids = [client.post("/predict", json=[r]).json()["request_id"] for r in records]
-        client.post("/feedback", json=[{"request_id": i, "defaulted": int(d)}
-                                       for i, d in zip(ids, defaulted, strict=True)])  # fmt: skip
+    store = _champion_with_feedback(tmp_path, *changed_world(20, seed=3))
     before = _state(store)
     code = run_cli("retrain", "finance", f"paths.root_dir={tmp_path}")
     err = capsys.readouterr().err
@@ -242,13 +247,7 @@ def test_too_little_feedback_is_refused_in_one_line(tmp_path: Path, capsys) -> N
 
 
 def test_the_loop_monitors_then_retrains_when_feedback_arrived(tmp_path: Path, capsys) -> None:
-    store, bundle = _champion(tmp_path)
-    settings = LogSettings.default(tmp_path / "predlog")
-    records, defaulted = changed_world(900, seed=8)
-    with TestClient(create_app(load_bundle(bundle), prediction_log=settings)) as client:
-        ids = [client.post("/predict", json=[r]).json()["request_id"] for r in records]
-        client.post("/feedback", json=[{"request_id": i, "defaulted": int(d)}
-                                       for i, d in zip(ids, defaulted, strict=True)])  # fmt: skip
+    store = _champion_with_feedback(tmp_path, *changed_world(900, seed=8))
     code = run_cli("loop", "finance", f"paths.root_dir={tmp_path}", "every=1s", "cycles=1",
                    "feedback=500", "since=1h")  # fmt: skip
     out = capsys.readouterr().out

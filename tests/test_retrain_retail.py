@@ -99,8 +99,10 @@ def test_a_new_product_line_is_flagged_learnt_and_recommended(tmp_path: Path, ca
             (Path(out.split("report: ")[-1].split()[0]).parent / "retrain.json").read_text()
         )
         held = int(len(asked) * 0.3)
-        assert figures["feedback"] == {"learnt": len(asked) - held, "to_holdout": held,
-                                       "in_holdout": 0, "total": len(asked)}  # fmt: skip
+        assert figures["feedback"] == {
+            "learnt": len(asked) - held, "to_holdout": held, "in_holdout": 0, "overlap": 0,
+            "total": len(asked),
+        }  # fmt: skip
         assert figures["challenger"]["ndcg@10"] > figures["champion"]["ndcg@10"] + 0.05, figures
 
         deadline = time.monotonic() + 20

@@ -76,3 +76,38 @@ def test_a_holdout_reads_back_as_saved_and_refuses_edits(tmp_path: Path) -> None
     table.write_bytes(table.read_bytes() + b"x")
     with pytest.raises(UserError, match=f"holdout file {table} is missing or changed"):
         holdout.read(finance, saved.folder)
+
+
+def test_feedback_sharing_a_case_with_the_holdout_never_trains(tmp_path: Path) -> None:
+    """The same customer's purchase of the same item in the holdout and in a training
+    request: the training request stays out; so does one that repeats a base holdout case."""
+    from datetime import datetime, timedelta
+
+    from omegaconf import OmegaConf
+
+    from verticals.core.contract import Logged
+    from verticals.core.retrain import divide
+    from verticals.retail.data import HeldOut
+
+    retail = get("retail")
+    base = HeldOut(["u0"], [np.array(["i0"], dtype=object)])
+    fixed = holdout.write(retail, base, tmp_path, {"from": "a test"})
+    t0 = datetime(2026, 1, 1)
+
+    def entry(n: int, user: str, items: list[str]) -> Logged:
+        return Logged(f"r{n}", [{"user_id": user}], [], {"items": items},
+                      created=t0 + timedelta(minutes=n))  # fmt: skip
+
+    entries = [entry(0, "u0", ["i0"]), entry(1, "u1", ["i1"]), entry(2, "u2", ["i2"]),
+               entry(3, "u1", ["i1", "i3"])]  # fmt: skip
+
+    class Log:
+        def entries(self, *args, **kwargs):
+            return entries
+
+    cfg = OmegaConf.create({"retrain": {"since": None, "holdout_share": 0.34}})
+    fed = divide(cfg, Log(), retail, fixed, None)
+    assert fed.in_holdout == 1  # r0 repeats the base holdout's case
+    assert [e.request_id for e in fed.to_holdout] == ["r3"]  # the newest third of the rest
+    assert [e.request_id for e in fed.train] == ["r2"] and fed.overlap == 1  # r1: u1 bought i1
+    assert {"u1\x00i1", "u1\x00i3", "u0\x00i0"} <= fed.held_keys

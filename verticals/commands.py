@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from verticals.core import model_versions, pipeline, registry, run_tracking
 from verticals.core.bundle import bundle_name, load_bundle, write_bundle
@@ -103,7 +103,18 @@ def package(cfg: DictConfig) -> Path:
         number, first = model_versions.register(store, bundle, cfg.vertical)
         became = " and champion (the first version)" if first else ""
         print(f"registered {model_name(cfg.vertical)} version {number}{became}")
+        if first:
+            _fix_holdout(cfg, store, number)
     return bundle
+
+
+def _fix_holdout(cfg: DictConfig, store: Store, number: int) -> None:
+    """A new champion's holdout: fixed now, so that every challenger is scored on it."""
+    from verticals.core.retrain import fix_holdout
+
+    folder = fix_holdout(cfg, store, number)
+    if folder is not None:
+        print(f"holdout of version {number} fixed: {folder}")
 
 
 def _store(cfg: DictConfig) -> Store:
@@ -161,6 +172,8 @@ def promote(cfg: DictConfig) -> int:
     before = model_versions.promote(store, cfg.vertical, version, alias, cfg.reason)
     was = f" (was version {before})" if before is not None else ""
     print(f"{model_name(cfg.vertical)}: {alias} is version {version}{was}")
+    if alias == "champion":
+        _fix_holdout(cfg, store, version)
     return version
 
 
@@ -425,11 +438,19 @@ def _training_overrides(cfg: DictConfig, config_name: str) -> dict[str, Any]:
     base = compose(config_name, overrides=vertical_overrides(cfg.vertical))
     before = _leaves(OmegaConf.to_container(base, resolve=False))
     after = _leaves(OmegaConf.to_container(cfg, resolve=False))
-    return {
+    changed = {
         key: value
         for key, value in after.items()
         if before.get(key, _ABSENT) != value and key.split(".")[0] not in _NOT_TRAINING
     }
+    for override in _user_overrides():  # a value set on purpose, even to the default
+        key = override.lstrip("+~").split("=", 1)[0]
+        if ("." in key or key == "seed") and key.split(".")[0] not in _NOT_TRAINING:
+            value = OmegaConf.select(cfg, key)
+            if isinstance(value, DictConfig | ListConfig):
+                value = OmegaConf.to_container(value, resolve=False)
+            changed[key] = value
+    return changed
 
 
 _ABSENT = object()

@@ -5,6 +5,7 @@ the same with two commands: see the README)."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from omegaconf import DictConfig
@@ -13,7 +14,7 @@ from verticals import commands
 from verticals.core.config import require_int
 from verticals.core.errors import UserError
 from verticals.core.logs import get_logger
-from verticals.core.predlog import parse_duration, parse_since
+from verticals.core.predlog import parse_duration, parse_since, utcnow
 
 log = get_logger("loop")
 
@@ -25,7 +26,7 @@ def loop(cfg: DictConfig) -> int:
         raise UserError(f"every={cfg.every!r}; expected a duration above zero, e.g. 1h")
     cycles = None if cfg.cycles is None else require_int(cfg.cycles, "cycles", minimum=1)
     threshold = int(cfg.feedback or cfg.retrain.min_feedback)
-    state = {"outcomes_at_last_retrain": None}
+    state: dict[str, Any] = {"last_retrain": None}
     retrains, n = 0, 0
     print(f"{cfg.vertical}: monitoring every {cfg.every}; retrain on "
           f"{'a breach or ' if cfg.on_drift else ''}{threshold} new outcomes "
@@ -46,14 +47,14 @@ def _cycle(cfg: DictConfig, threshold: int, state: dict[str, Any]) -> int:
     try:
         commands._monitor(cfg)
     except SystemExit as exc:
-        drift = exc.code == 1
+        if exc.code != 1:  # SIGTERM, Ctrl-C: the loop ends
+            raise
+        drift = True
     except UserError as exc:
         print(f"monitor: {exc}")
     except Exception as exc:  # noqa: BLE001 - one failed cycle must not end the loop
         log.warning("monitor failed: %s: %s", type(exc).__name__, exc)
-    outcomes = _outcomes(cfg)
-    last = state["outcomes_at_last_retrain"]
-    new = outcomes - (last or 0) if last is not None else outcomes
+    new = _fresh_outcomes(cfg, state.get("last_retrain"))
     why = []
     if drift and cfg.on_drift:
         why.append("the monitor reported a breach")
@@ -64,7 +65,7 @@ def _cycle(cfg: DictConfig, threshold: int, state: dict[str, Any]) -> int:
               f"{'a breach' if drift else 'no breach'})")  # fmt: skip
         return 0
     print(f"{cfg.vertical}: retraining: {' and '.join(why)}")
-    state["outcomes_at_last_retrain"] = outcomes
+    state["last_retrain"] = utcnow()
     try:
         commands.retrain(cfg)
     except UserError as exc:
@@ -76,10 +77,21 @@ def _cycle(cfg: DictConfig, threshold: int, state: dict[str, Any]) -> int:
     return 1
 
 
-def _outcomes(cfg: DictConfig) -> int:
-    """Outcomes in the log for the vertical (the retrain window's)."""
+def _fresh_outcomes(cfg: DictConfig, last_retrain: datetime | None) -> int:
+    """Outcomes of predictions newer than what the champion learnt from and than this
+    loop's last retrain (inside `retrain.since`, when set)."""
+    from verticals.core import model_versions
+    from verticals.core.retrain import fresh_after
+    from verticals.core.tracking import Store
+
     try:
         plog = commands._log(cfg)
-        return int(plog.counts(cfg.vertical, parse_since(cfg.retrain.since)).get("outcomes", 0))
     except UserError:
         return 0
+    starts = [parse_since(cfg.retrain.since, "retrain.since"), last_retrain]
+    store = Store.of(cfg)
+    champion = model_versions.champion(store, cfg.vertical) if store is not None else None
+    if champion is not None:
+        starts.append(fresh_after(champion.bundle))
+    since = max((s for s in starts if s is not None), default=None)
+    return int(plog.counts(cfg.vertical, since)["outcomes"])

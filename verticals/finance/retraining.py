@@ -159,3 +159,26 @@ def score_cases(model: FinanceModel, part: Part) -> CaseScores:
         return found
 
     return CaseScores(len(y), metrics)
+
+
+def _key(pairs: list[tuple[str, Any]]) -> str:
+    """An applicant's non-missing fields, numbers as floats: the same in a JSON request and
+    in a typed table."""
+    return "|".join(f"{k}={float(v)!r}" if isinstance(v, int | float) else f"{k}={v}"
+                    for k, v in sorted(pairs))  # fmt: skip
+
+
+def case_keys(part: Part) -> set[str]:
+    """One key per applicant (row) of `part`."""
+    columns = list(part.X.columns)
+    values = part.X.astype(object).where(part.X.notna(), None).itertuples(index=False)
+    return {_key([(c, v) for c, v in zip(columns, row, strict=True) if v is not None])
+            for row in values}  # fmt: skip
+
+
+def entry_keys(entry: Logged) -> set[str]:
+    """The applicant of a one-applicant request, as `case_keys` keys it."""
+    if not isinstance(entry.inputs, list) or len(entry.inputs) != 1:
+        return set()
+    record = entry.inputs[0]
+    return {_key([(k, v) for k, v in record.items() if v is not None and not isinstance(v, bool)])}

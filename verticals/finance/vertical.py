@@ -37,6 +37,8 @@ class FinanceVertical(RecordVertical):
     save_holdout = staticmethod(retraining.save_holdout)
     load_holdout = staticmethod(retraining.load_holdout)
     score_cases = staticmethod(retraining.score_cases)
+    case_keys = staticmethod(retraining.case_keys)
+    entry_keys = staticmethod(retraining.entry_keys)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Prediction

@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from verticals.core.cache import build_once, key
 from verticals.core.contract import CaseScores, Logged, Splits
 from verticals.core.errors import UserError
+from verticals.core.holdout import file_keys
 from verticals.manufacturing import dataset, evaluation
 from verticals.manufacturing.dataset import IMAGE_SUFFIXES, ImageSet
 from verticals.manufacturing.model import DefectModel
@@ -327,3 +328,8 @@ def score_cases(model: DefectModel, data: ImageSet) -> CaseScores | None:
         }
 
     return CaseScores(len(data.images), metrics)
+
+
+def case_keys(images: ImageSet) -> set[str]:
+    """The sha256 of each image."""
+    return file_keys(images.images)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from verticals.core.contract import FileVertical, Logged
+from verticals.core.holdout import input_key
 from verticals.manufacturing import (
     config,
     data,
@@ -50,6 +51,8 @@ class ManufacturingVertical(FileVertical):
     save_holdout = staticmethod(retraining.save_holdout)
     load_holdout = staticmethod(retraining.load_holdout)
     score_cases = staticmethod(retraining.score_cases)
+    case_keys = staticmethod(retraining.case_keys)
+    entry_keys = staticmethod(input_key)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Inspection

@@ -27,6 +27,7 @@ import numpy as np
 from verticals.core.cache import build_once, key
 from verticals.core.contract import CaseScores, Logged, RunContext, Splits
 from verticals.core.errors import UserError
+from verticals.core.holdout import file_keys
 from verticals.core.runs import write_atomic
 from verticals.medical import evaluation
 from verticals.medical.decathlon import NIFTI
@@ -368,3 +369,8 @@ def _stamp(path: Path) -> tuple[str, int, int]:
     except OSError:
         return (str(path), -1, -1)
     return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def case_keys(cases: list[dict[str, str]]) -> set[str]:
+    """The sha256 of each case's image."""
+    return file_keys([c["image"] for c in cases])

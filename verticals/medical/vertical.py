@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from verticals.core.contract import FileVertical, Logged
+from verticals.core.holdout import input_key
 from verticals.core.runs import resume_training
 from verticals.medical import (
     config,
@@ -53,6 +54,8 @@ class MedicalVertical(FileVertical):
     save_holdout = staticmethod(retraining.save_holdout)
     load_holdout = staticmethod(retraining.load_holdout)
     score_cases = staticmethod(retraining.score_cases)
+    case_keys = staticmethod(retraining.case_keys)
+    entry_keys = staticmethod(input_key)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.SegmentationSummary

@@ -6,6 +6,7 @@ and challenger alike."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ def interactions(entries: list[Logged]) -> tuple[pd.DataFrame, int]:
             skipped += 1
             continue
         when = entry.observed_at or entry.created
-        seconds = when.timestamp() if when is not None else np.nan
+        seconds = when.replace(tzinfo=UTC).timestamp() if when is not None else np.nan
         weight = EVENT_WEIGHT.get(str(entry.outcome.get("event", "purchase")), 1.0)
         rows.extend(
             {"user": user, "item": as_id(item), "weight": weight, "time": seconds}
@@ -90,9 +91,20 @@ def extend_holdout(model: RetailModel, holdout: HeldOut, feedback: list[Logged])
     found, _ = interactions(feedback)
     items = {u: set(map(str, i)) for u, i in zip(holdout.users, holdout.items, strict=True)}
     for user, group in found.groupby("user", sort=False):
-        items.setdefault(str(user), set()).update(group["item"].astype(str))
+        had = _had(model, str(user))
+        new = set(group["item"].astype(str)) - had  # a re-buy cannot be recommended: no case
+        if new:
+            items.setdefault(str(user), set()).update(new)
     users = list(items)
     return HeldOut(users, [np.asarray(sorted(items[u]), dtype=object) for u in users])
+
+
+def _had(model: RetailModel, user: str) -> set[str]:
+    """The items `user` had in the model's training data."""
+    index = model.user_index.get(user)
+    if index is None:
+        return set()
+    return {str(model.item_ids[i]) for i in model.user_items[index].indices}
 
 
 def save_holdout(truth: HeldOut, directory: Path) -> None:
@@ -125,3 +137,20 @@ def score_cases(model: RetailModel, truth: HeldOut) -> CaseScores | None:
         for name in (f"ndcg@{k}", f"map@{k}", f"precision@{k}", f"recall@{k}"):
             per_user.setdefault(name, []).append(one[name])
     return CaseScores.of_means(per_user)
+
+
+def case_keys(data: HeldOut | Log) -> set[str]:
+    """(customer, item) pairs: held-out purchases, or the interactions of a training log."""
+    if isinstance(data, Log):
+        pairs = zip(data.frame["user"].astype(str), data.frame["item"].astype(str), strict=True)
+    else:
+        pairs = ((u, str(i)) for u, items in zip(data.users, data.items, strict=True)
+                 for i in items)  # fmt: skip
+    return {f"{u}\x00{i}" for u, i in pairs}
+
+
+def entry_keys(entry: Logged) -> set[str]:
+    user = _customer(entry)
+    if user is None or not entry.outcome:
+        return set()
+    return {f"{user}\x00{as_id(i)}" for i in entry.outcome.get("items") or []}

@@ -414,3 +414,27 @@ def score_cases(model: TrafficModel, data: Windows) -> CaseScores:
         return out
 
     return CaseScores(len(data), metrics)
+
+
+def case_keys(data: Windows) -> set[str]:
+    """The reading times (wall clock, whole seconds) that `data`'s windows read, inputs and
+    targets: two windows sharing a time share readings."""
+    span = data.input_steps + data.output_steps
+    rows = np.unique((data.starts[:, None] + np.arange(span)).ravel())
+    seconds = pd.DatetimeIndex(data.net.times[rows]).as_unit("s").asi8
+    return {f"@{s}" for s in seconds.tolist()}
+
+
+def entry_keys(entry: Logged) -> set[str]:
+    """The times of an entry's readings and observed speeds, as `case_keys` keys them (an
+    aware timestamp keeps its own wall clock)."""
+    records = _plain_inputs(entry)
+    if records is None:
+        return set()
+    keys = set()
+    for _, stamp, _ in _readings(entry, records):
+        try:
+            keys.add(f"@{_wall_clock(stamp, None, 'feedback')}")
+        except UserError:
+            continue
+    return keys

@@ -57,6 +57,8 @@ class TrafficVertical(RecordVertical):
     save_holdout = staticmethod(retraining.save_holdout)
     load_holdout = staticmethod(retraining.load_holdout)
     score_cases = staticmethod(retraining.score_cases)
+    case_keys = staticmethod(retraining.case_keys)
+    entry_keys = staticmethod(retraining.entry_keys)
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.Reading
