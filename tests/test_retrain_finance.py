@@ -257,3 +257,25 @@ def test_the_loop_monitors_then_retrains_when_feedback_arrived(tmp_path: Path, c
     assert [v.version for v in model_versions.versions(store, "finance")] == [2, 1]
     assert run_cli("loop", "finance", f"paths.root_dir={tmp_path}", "every=soon") == 2
     assert "every='soon'; expected a duration" in capsys.readouterr().err
+
+
+def test_a_failure_after_registering_puts_the_registry_back(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The promotion fails (the store goes away, say) after the challenger was registered:
+    the version is removed again, the champion is as it was, and the run says FAILED."""
+    store = _champion_with_feedback(tmp_path, *changed_world(1200, seed=4))
+    before = _state(store)
+
+    def store_down(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the tracking store went away")
+
+    monkeypatch.setattr(model_versions, "promote", store_down)
+    code = run_cli("retrain", "finance", f"paths.root_dir={tmp_path}", "trainer.device=cpu")
+    assert code == 1 and "the tracking store went away" in capsys.readouterr().err
+    assert _state(store) == before
+    client = store.client()
+    experiment = client.get_experiment_by_name("finance").experiment_id
+    latest = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
+    assert latest.info.status == "FAILED"
+    assert latest.data.tags["verticals.retrain.decision"] == "failed"
