@@ -394,6 +394,7 @@ def versions_table(store: Store, vertical: str, headline: str = "") -> Any:
             **({headline: v.metrics.get(key)} if headline else {}),
             "bundle": v.model_version,
             "registered": v.created.replace(microsecond=0),
+            "retrain": v.tags.get("verticals.retrain.decision", ""),
             "promoted_by": v.tags.get("verticals.champion_by", ""),
             "reason": v.tags.get("verticals.champion_reason", ""),
         }
