@@ -483,6 +483,13 @@ def retrain(cfg: DictConfig) -> int:
     return result.version
 
 
+def loop(cfg: DictConfig) -> int:
+    """`verticals loop`: monitor on a clock, retrain on a breach or enough feedback."""
+    from verticals.loop import loop as run_loop
+
+    return run_loop(cfg)
+
+
 def _terminate_as_exit() -> Any:
     """SIGTERM (a scheduler stopping the job) as SystemExit, so a retrain stopped part-way
     marks its tracked run failed before the process ends, as Ctrl-C does."""
@@ -522,5 +529,5 @@ COMMANDS = {
     "monitor": monitor,
     "log": prediction_log,
     "retrain": retrain,
-    "loop": lambda cfg: __import__("verticals.loop", fromlist=["loop"]).loop(cfg),
+    "loop": loop,
 }
