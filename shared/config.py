@@ -135,6 +135,8 @@ class PathsConfig:
     log_dir: str = "${paths.root_dir}/predlog"
     # monitor reports: <vertical>/<time>/summary.md, report.html, figures.json, plots/
     monitor_dir: str = "${paths.root_dir}/monitoring"
+    # hashed bearer tokens per vertical (`verticals token create <vertical>`)
+    tokens_dir: str = "${paths.root_dir}/tokens"
 
 
 @dataclass
@@ -268,10 +270,24 @@ class ServeConfig:
     # a server that follows a model version (the registry's champion) asks for it this
     # often, and on SIGHUP, and swaps to it without dropping a request; null or 0: on SIGHUP
     reload_seconds: float | None = 5.0
+    # -- security: who may call, and what one request may cost --
+    # hashed bearer tokens, one per line (`verticals token create`); null: the vertical's
+    # default file, paths.tokens_dir/<vertical>.tokens, when it exists
+    tokens_file: str | None = None
+    # serve without tokens on an address other than loopback (warned at start, in /metadata)
+    allow_unauthenticated: bool = False
+    max_body_mb: float = 256.0  # a request body (JSON or upload) larger than this: 413
+    max_records: int = 200_000  # records in one request
+    max_inflight: int = 64  # requests worked on at once; beyond: 503 with Retry-After
+    require_signature: bool = False  # refuse a bundle whose manifest is not signed
+    # the public key (PEM) signatures are checked with; null: the bundle's own signer.pub
+    public_key: str | None = None
 
     def __post_init__(self) -> None:
         check_range(self, "port", ge=0, le=65535)  # 0: any free port
         check_ranges(self, "workers max_batch big_request_kib model_threads", ge=1)
+        check_ranges(self, "max_records max_inflight", ge=1)
+        check_range(self, "max_body_mb", gt=0)
         check_range(self, "batch_wait_ms", ge=0, le=1000)
         check_range(self, "reload_seconds", ge=0)
 
