@@ -53,6 +53,8 @@ from prometheus_client import (
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from verticals.core.auth import ENV as TOKENS_ENV
+from verticals.core.auth import Auth, Tokens
 from verticals.core.bundle import Bundle, load_bundle
 from verticals.core.config import ServeConfig
 from verticals.core.contract import FileVertical
@@ -241,6 +243,11 @@ def create_app(
     app.state.serving = state
     app.state.versions, app.state.follower, app.state.reload = versions, follower, reload
     app.state.served = app.state.predict = first  # the current version's route object
+    tokens = Tokens(Path(options.tokens_file) if options.tokens_file else None,
+                    os.environ.get(TOKENS_ENV))  # fmt: skip
+    failures = Counter("verticals_auth_failures", "Requests refused for their token",
+                       ["reason"], registry=registry)  # fmt: skip
+    app.add_middleware(Auth, tokens=tokens, failures=failures)  # inside _Observe: counted
     app.add_middleware(
         _Observe, known=lambda: known, latency=latency, requests=requests,
         version=lambda: versions.current.header,
@@ -269,6 +276,8 @@ def create_app(
             "serving": {"batching": served.batching, "max_batch": options.max_batch,
                         "batch_wait_ms": options.batch_wait_ms,
                         "big_request_kib": options.big_request_kib},
+            "authentication": tokens.describe()
+            + (" (serve.allow_unauthenticated)" if options.allow_unauthenticated else ""),
             "follows": follower.follows if follower is not None else None,
             "reload_seconds": options.reload_seconds if follower is not None else None,
             "checked": checked.isoformat(timespec="seconds") if checked else None,
