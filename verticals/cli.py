@@ -36,6 +36,9 @@ commands:
   loop       monitor every `every=1h`, retrain on drift or enough new feedback
   log        the prediction log: `log prune <vertical> older_than=90d`,
              `log export <vertical> output=log.parquet [since=30d]`
+  token      bearer tokens of the vertical's servers: `token create <vertical>
+             [scope=predict|feedback|admin] [name=...]` (printed once, kept hashed),
+             `token list <vertical>`, `token revoke <vertical> name=...`
   demo       every vertical end to end on built-in demo data, then a summary table
   list       the installed verticals
 
@@ -56,10 +59,10 @@ examples:
 """
 
 COMMANDS = ("train", "evaluate", "package", "serve", "predict", "runs", "models", "promote",
-            "rollback", "feedback", "monitor", "log", "retrain", "loop")  # fmt: skip
+            "rollback", "feedback", "monitor", "log", "retrain", "loop", "token")  # fmt: skip
 # A command whose config is not named after it (`conf/log/` is the log settings' group).
 _CONFIG_NAMES = {"log": "prediction_log"}
-_LOG_ACTIONS = ("prune", "export")
+_ACTIONS = {"log": ("prune", "export"), "token": ("create", "list", "revoke")}
 # Only a training run gets a folder of its own: the others would leave empty run folders.
 _NO_OUTPUT = ["hydra.run.dir=.", "hydra.output_subdir=null"]
 
@@ -217,9 +220,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(
             f"unknown command {command!r}; expected one of {', '.join((*COMMANDS, 'demo', 'list'))}"
         )
-    if command == "log":  # `verticals log prune <vertical> ...`: the action comes first
-        if not rest or rest[0] not in _LOG_ACTIONS:
-            fail(f"`verticals log` needs an action first: {' or '.join(_LOG_ACTIONS)}")
+    if command in _ACTIONS:  # `verticals log prune <vertical> ...`: the action comes first
+        actions = _ACTIONS[command]
+        if not rest or rest[0] not in actions:
+            fail(f"`verticals {command}` needs an action first: {', '.join(actions)}")
         rest = [*rest[1:2], f"action={rest[0]}", *rest[2:]]
     if not rest or rest[0].startswith("-") or "=" in rest[0]:
         names = ", ".join(registry.available())

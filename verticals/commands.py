@@ -6,6 +6,7 @@ vertical only by the name in `cfg.vertical`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from verticals.core import model_versions, pipeline, registry, run_tracking
+from verticals.core import auth, model_versions, pipeline, registry, run_tracking
 from verticals.core.bundle import bundle_name, load_bundle, write_bundle
 from verticals.core.config import ServeConfig, require_int
 from verticals.core.contract import FileVertical
@@ -185,12 +186,75 @@ def rollback(cfg: DictConfig) -> int:
     return previous
 
 
+def _tokens_file(cfg: DictConfig) -> Path:
+    given = cfg.get("tokens_file") or cfg.get("serve", {}).get("tokens_file")
+    return Path(given).expanduser().resolve() if given else auth.default_file(
+        cfg.paths.tokens_dir, cfg.vertical
+    )  # fmt: skip
+
+
+def token(cfg: DictConfig) -> Any:
+    """`verticals token create|list|revoke <vertical>`."""
+    path, action = _tokens_file(cfg), str(cfg.action)
+    if action == "create":
+        secret, entry = auth.create(path, str(cfg.scope), cfg.name)
+        print(f"{cfg.vertical}: token {entry.name!r} ({entry.scope}), shown this once:")
+        print(secret)
+        print(f"its sha256 is in {path}; servers of {cfg.vertical} now need a token")
+        return entry.name
+    if action == "revoke":
+        if not cfg.name:
+            raise UserError("revoke needs name=, e.g. `verticals token revoke finance name=app-1`")
+        gone = auth.revoke(path, str(cfg.name))
+        print(f"{cfg.vertical}: token {gone.name!r} revoked (servers stop taking it within "
+              "a second)")  # fmt: skip
+        return gone.name
+    if action == "list":
+        found = auth.read_file(path) if path.is_file() else []
+        table = pd.DataFrame([{"name": t.name, "scope": t.scope, "created": t.created}
+                              for t in found])  # fmt: skip
+        print(f"tokens of {cfg.vertical} in {path}:")
+        _print_table(table, "none: its servers are open on loopback only")
+        return table
+    raise UserError(f"action={action!r}; expected create, list or revoke")
+
+
+def _guard_address(cfg: DictConfig, settings: ServeConfig) -> None:
+    """No tokens: loopback only, unless the user says otherwise, loudly."""
+    tokens = auth.Tokens(Path(settings.tokens_file) if settings.tokens_file else None,
+                         os.environ.get(auth.ENV))  # fmt: skip
+    if tokens.required or _is_loopback(settings.host):
+        return
+    if not settings.allow_unauthenticated:
+        raise UserError(
+            f"serve.host={settings.host} reaches beyond this machine, and {cfg.vertical} has "
+            "no tokens: anyone who can reach the port could use the model",
+            hint=f"`verticals token create {cfg.vertical}` first, or serve.host=127.0.0.1, or "
+            "serve.allow_unauthenticated=true if something in front of it checks callers",
+        )
+    log.warning("serving %s on %s WITHOUT authentication (serve.allow_unauthenticated=true)",
+                cfg.vertical, settings.host)  # fmt: skip
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(cfg: DictConfig) -> None:
     """Serve `bundle=`, or the registry's champion and follow it as it moves."""
     from verticals.core.serving import run_server
 
     require_int(cfg.serve.workers, "serve.workers", minimum=1)
     settings = ServeConfig(**OmegaConf.to_container(cfg.serve, resolve=True))  # type: ignore[arg-type]
+    settings.tokens_file = str(_tokens_file(cfg))  # workers read it; it may appear later
+    _guard_address(cfg, settings)
     path, follow = _served(cfg)
     bundle = load_bundle(path)  # verify once, before any worker starts
     logged = LogSettings.of(cfg)
@@ -198,6 +262,8 @@ def serve(cfg: DictConfig) -> None:
         f"serving {cfg.vertical} {bundle.model_version} on http://{settings.host}:{settings.port}/docs"
     )
     print(f"prediction log: {logged.describe() if logged else 'off (log=off)'}")
+    tokens = auth.Tokens(Path(settings.tokens_file), os.environ.get(auth.ENV))
+    print(f"authentication: {tokens.describe()} ({settings.tokens_file})")
     run_server(bundle, settings, follow=follow, prediction_log=logged)
 
 
@@ -529,5 +595,6 @@ COMMANDS = {
     "monitor": monitor,
     "log": prediction_log,
     "retrain": retrain,
+    "token": token,
     "loop": loop,
 }
