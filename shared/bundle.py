@@ -27,6 +27,7 @@ from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES
 from verticals.core.fingerprint import file_digest
 from verticals.core.runs import mark_latest, write_json
+from verticals.core.signing import Trust, enforce, load_private_key, sign_manifest
 from verticals.core.wheel import build_wheel
 
 MANIFEST = "manifest.json"
@@ -112,18 +113,24 @@ app = create_app(  # {vertical} model
 
 
 def _dockerfile(vertical: str, versions: dict[str, str]) -> str:
-    # The RUN line is exactly what tests/test_bundle_install.py runs in a fresh venv.
+    # The `pip install` RUN line is exactly what tests/test_bundle_install.py runs in a
+    # fresh venv.
     return f"""# Serves this bundle on port 8000. Build here: docker build -t {vertical}-model .
 FROM python:{versions["python"].rsplit(".", 1)[0]}-slim
+# An unprivileged user (a fixed UID, for runAsNonRoot); it owns only the prediction log's
+# folder: the bundle's files stay root's, so a compromised server cannot rewrite its model.
+RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin verticals \\
+    && mkdir -p /var/lib/verticals/predlog && chown 10001:10001 /var/lib/verticals/predlog
 WORKDIR /bundle
 COPY requirements.txt ./
 COPY {WHEELS}/ {WHEELS}/
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
-# An unprivileged user; the prediction log goes where it may write (mount a volume there
-# to keep it, or set VERTICALS_LOG_URL=postgresql+psycopg://... to log to a database).
-ENV VERTICALS_LOG_DIR=/tmp/verticals-predlog
-USER 10001
+# The prediction log goes where the user may write (mount a volume there to keep it, or
+# set VERTICALS_LOG_URL=postgresql+psycopg://... to log to a database).
+ENV VERTICALS_LOG_DIR=/var/lib/verticals/predlog
+VOLUME /var/lib/verticals/predlog
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready')"
 CMD ["uvicorn", "serve:app", "--host", "0.0.0.0", "--port", "8000"]
@@ -181,13 +188,16 @@ def write_bundle(
     vertical: Vertical | None = None,
     examples: bool = True,
     name: str | None = None,
+    sign_key: str | Path | None = None,
 ) -> Path:
     """Package `run_dir` as `<bundles_dir>/<vertical>/<name>/` (default: the run's name),
     atomically, replacing a bundle of that name; with `examples`, the run's example inputs
-    go in too (servers warm up on them)."""
+    go in too (servers warm up on them). With `sign_key` (an Ed25519 private key, PEM) the
+    manifest is signed before the bundle appears (`signing`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "model").is_dir():
         raise UserError(f"run={run_dir} has no model/ folder: was training finished?")
+    signer = None if sign_key is None else load_private_key(sign_key)  # a bad key: before work
     cfg = OmegaConf.load(run_dir / "config.yaml")
     vertical = vertical or registry.get(str(cfg.vertical))
     model = vertical.load(run_dir / "model")
@@ -229,6 +239,8 @@ def write_bundle(
             "files": files,
         }
         write_json(tmp / MANIFEST, manifest)
+        if signer is not None:
+            sign_manifest(tmp, signer)
         _swap_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -294,12 +306,14 @@ def verify(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Verify and load the bundle at `path`."""
+def load_bundle(path: str | Path, trust: Trust | None = None) -> Bundle:
+    """Verify and load the bundle at `path`. `trust` (the `serve.*` settings): with
+    `require_signature`, its signature is checked too, before the model is loaded."""
     path = Path(path).resolve()
     if not path.is_dir():
         raise UserError(f"bundle={path} does not exist or is not a folder")
     manifest = verify(path)
+    enforce(path, trust)
     vertical = registry.get(manifest["vertical"])
     model = vertical.load(path / "model")
     metrics = (

@@ -32,6 +32,7 @@ from prometheus_client import Counter
 from verticals.core.bundle import Bundle
 from verticals.core.errors import UserError
 from verticals.core.logs import get_logger
+from verticals.core.signing import enforce
 
 log = get_logger("serving")
 Follow = Callable[[], Path | None]  # the bundle folder to serve now; None: keep serving
@@ -66,6 +67,7 @@ class Versions(Generic[V]):
         on_retired: Callable[[V], None] | None = None,
         retire_cap_s: float = RETIRE_CAP_S,
     ) -> None:
+        _enforce_signature(first)
         self.current = first
         self.on_swap, self.on_retired, self.retire_cap_s = on_swap, on_retired, retire_cap_s
         self._retiring: set[asyncio.Task[None]] = set()
@@ -171,7 +173,7 @@ class Follower(Generic[V]):
             if target == self._refused and not retry:
                 return False
             try:
-                new = await asyncio.to_thread(self.prepare, target)
+                new = await asyncio.to_thread(self._prepare, target)
             except Exception as exc:  # noqa: BLE001 - any failure: keep serving, say why
                 self._refused, self.error = target, reason(exc)
                 self.failed.inc()
@@ -186,6 +188,12 @@ class Follower(Generic[V]):
             self.swapped.inc()
             log.info("%s: now serving %s (was %s)", self.name, new.version, old.version)
             return True
+
+    def _prepare(self, target: Path) -> V:
+        """`prepare`, once the bundle's signature is checked (`serve.require_signature`):
+        an unsigned champion's model is never loaded."""
+        enforce(target, getattr(self.versions.current, "options", None))
+        return self.prepare(target)
 
     async def _ask(self) -> Path | None:
         """The resolved folder `follow` names now (None: none, or `follow` failed)."""
@@ -257,6 +265,16 @@ class Follower(Generic[V]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _enforce_signature(first: Version) -> None:
+    """The first version served passes `serve.require_signature` too, whatever loaded it;
+    closed (its threads) when refused."""
+    try:
+        enforce(first.bundle.path, getattr(first, "options", None))
+    except BaseException:
+        first.close()
+        raise
 
 
 def reason(exc: BaseException) -> str:

@@ -98,8 +98,9 @@ def package(cfg: DictConfig) -> Path:
     if store is not None:
         folder = bundles / cfg.vertical / bundle_name(run)
         name = model_versions.free_bundle_name(store, cfg.vertical, folder)
-    bundle = write_bundle(run, bundles, examples=bool(cfg.examples), name=name)
-    print(f"bundle: {bundle}")
+    key = cfg.sign.key  # an Ed25519 private key (PEM): signs the manifest
+    bundle = write_bundle(run, bundles, examples=bool(cfg.examples), name=name, sign_key=key)
+    print(f"bundle: {bundle}" + (" (manifest signed)" if key else ""))
     if store is not None:
         number, first = model_versions.register(store, bundle, cfg.vertical)
         became = " and champion (the first version)" if first else ""
