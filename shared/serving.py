@@ -62,6 +62,7 @@ from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, warm_up
 from verticals.core.feedback_route import add_feedback_route
 from verticals.core.hotswap import Follow, Follower, Versions, reason
+from verticals.core.limits import Limits
 from verticals.core.logs import get_logger
 from verticals.core.monitor_gauges import MonitorGauges
 from verticals.core.predlog import LOG_ENV, LogSettings, PredictionLog, settings_from_env
@@ -247,6 +248,9 @@ def create_app(
                     os.environ.get(TOKENS_ENV))  # fmt: skip
     failures = Counter("verticals_auth_failures", "Requests refused for their token",
                        ["reason"], registry=registry)  # fmt: skip
+    app.add_middleware(
+        Limits, max_body_bytes=int(options.max_body_mb * 2**20), max_inflight=options.max_inflight
+    )  # inside Auth: refusals cost no slot
     app.add_middleware(Auth, tokens=tokens, failures=failures)  # inside _Observe: counted
     app.add_middleware(
         _Observe, known=lambda: known, latency=latency, requests=requests,
