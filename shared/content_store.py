@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-_SAFE_NAME = 200  # characters of a stored name (endings are what matters to readers)
+_SAFE_NAME = 200  # UTF-8 bytes of a stored name (endings are what matters to readers)
 
 
 def digest(data: bytes) -> str:
@@ -79,15 +79,24 @@ class ContentStore:
 
 def safe_name(name: str) -> str:
     """A file name fit for any file system, its ending kept: no folders, NUL or control
-    characters, at most 200 characters."""
+    characters, at most 200 bytes of UTF-8."""
     base = Path(name.replace("\\", "/")).name
     cleaned = "".join(c if c.isprintable() and c not in '<>:"|?*' else "_" for c in base)
     cleaned = cleaned.strip(" .") or "file"
-    if len(cleaned) > _SAFE_NAME:
+    if len(cleaned.encode()) > _SAFE_NAME:
         dot = cleaned.find(".", len(cleaned) - 20)
         ending = cleaned[dot:] if dot > 0 else ""
-        cleaned = cleaned[: _SAFE_NAME - len(ending)] + ending
+        cleaned = _utf8_prefix(
+            cleaned[: len(cleaned) - len(ending)], _SAFE_NAME - len(ending.encode())
+        )
+        cleaned += ending
     return cleaned
+
+
+def _utf8_prefix(text: str, size: int) -> str:
+    """The longest start of `text` whose UTF-8 is at most `size` bytes: file systems count
+    a name's bytes (255), not its characters."""
+    return text.encode()[: max(size, 0)].decode("utf-8", "ignore")
 
 
 def ending(name: str) -> str:

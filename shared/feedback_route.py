@@ -25,11 +25,20 @@ from starlette.requests import Request
 from verticals.core.errors import UserError
 from verticals.core.feedback import FeedbackCheck, answer
 from verticals.core.hotswap import Versions
+from verticals.core.limits import (
+    body_shape_problem,
+    clip,
+    is_json,
+    name_problem,
+    unsupported_media,
+)
 from verticals.core.predlog import LogUnavailable, PredictionLog, UnknownRequests
 from verticals.core.records import BadRequest
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "a request id the prediction log does not have; nothing was stored"},
+    413: {"description": "the body is over serve.max_body_mb, or holds over serve.max_records"},
+    415: {"description": "a JSON body not sent as Content-Type: application/json"},
     422: {"description": "a malformed outcome: the message names the item and field"},
     503: {"description": "this server keeps no prediction log, or it could not be written"},
 }
@@ -69,15 +78,17 @@ def add_feedback_route(app: FastAPI, versions: Versions[Any], log: PredictionLog
         check = check_of(versions.current)
         files: dict[int, tuple[str, bytes]] = {}
         try:
-            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            content_type = request.headers.get("content-type", "")
+            if content_type.startswith("multipart/form-data"):
                 items, files = await _form(request, check)
+            elif not is_json(content_type):
+                return _reply(415, unsupported_media(content_type))
             else:
-                try:
-                    items = json.loads(await request.body())
-                except ValueError as exc:
-                    raise BadRequest(f"body is not valid JSON: {exc}") from None
+                items = await _json_items(request, versions.current.options.max_records)
             parsed = check.parse(items)
             replaced = await asyncio.to_thread(check.store, parsed, files)
+        except _Refused as exc:
+            return _reply(exc.status, exc.message)
         except UnknownRequests as exc:
             return JSONResponse(
                 status_code=404,
@@ -95,6 +106,25 @@ def add_feedback_route(app: FastAPI, versions: Versions[Any], log: PredictionLog
         return JSONResponse(answer(parsed, replaced))
 
 
+async def _json_items(request: Request, max_records: int) -> Any:
+    """The JSON body, refused (422) when it nests deeper than `MAX_DEPTH` before `json`
+    recurses into it, or (413) when it holds more than `max_records` items."""
+    body = await request.body()
+    problem = await body_shape_problem(body, max_records)
+    if problem is not None:
+        raise _Refused(*problem)
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 async def _form(
     request: Request, check: FeedbackCheck
 ) -> tuple[list[Any], dict[int, tuple[str, bytes]]]:
@@ -106,11 +136,15 @@ async def _form(
         if isinstance(value, UploadFile):
             if key != check.file_field:
                 raise BadRequest(f"form field {key!r} is a file; only {check.file_field!r} may be")
-            files[0] = (value.filename or key, await value.read())
+            name = value.filename or key
+            problem = name_problem(name)
+            if problem is not None:
+                raise BadRequest(problem)
+            files[0] = (name, await value.read())
         else:
             fields[key] = value
     return [fields], files
 
 
 def _reply(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"message": message, "detail": []})
+    return JSONResponse(status_code=status, content={"message": clip(message), "detail": []})

@@ -10,6 +10,7 @@ at once it answers 503 with `Retry-After`, so an overload degrades instead of pi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable
@@ -27,6 +28,8 @@ MAX_NAME_BYTES = 255
 #: Paths that stay answerable under any load: load balancers and scrapers ask them.
 UNBOUNDED_PATHS = frozenset({"/health", "/ready", "/metrics"})
 RETRY_AFTER_S = 1
+#: Bodies larger than this are measured for nesting and records in a thread.
+SHAPE_INLINE_BYTES = 256 << 10
 
 
 class _BodyTooLarge(Exception):
@@ -47,7 +50,9 @@ class Limits:
             return
         if self.inflight >= self.max_inflight:
             message = f"the server is working on {self.max_inflight} requests (serve.max_inflight)"
-            await _reply(send, 503, f"{message}; try again", [(b"retry-after", b"1")])
+            await _reply(
+                send, 503, f"{message}; try again", [(b"retry-after", str(RETRY_AFTER_S).encode())]
+            )
             return
         declared = _content_length(scope["headers"])
         if declared is not None and declared > self.max_body_bytes:
@@ -195,6 +200,13 @@ def shape_problem(body: bytes, max_records: int) -> tuple[int, str] | None:
             "(serve.max_records): send them in several requests"
         )
     return None
+
+
+async def body_shape_problem(body: bytes, max_records: int) -> tuple[int, str] | None:
+    """`shape_problem`, off the event loop when the body is big (ms per MB)."""
+    if len(body) > SHAPE_INLINE_BYTES:
+        return await asyncio.to_thread(shape_problem, body, max_records)
+    return shape_problem(body, max_records)
 
 
 def excerpt(text: str, limit: int = EXCERPT) -> str:

@@ -12,11 +12,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from pydantic_core import to_json
 
 from verticals.core.contract import RecordVertical
 from verticals.core.errors import UserError
+from verticals.core.limits import clip, excerpt
+
+MAX_DETAILS = 20  # pydantic errors listed in a 422 answer's `detail`
+MAX_STRING = 1024  # characters of a string in a record (ids, names, categories)
 
 
 class BadRequest(ValueError):
@@ -28,8 +32,9 @@ class BadRequest(ValueError):
         self.errors = errors or []
 
     def body(self) -> dict[str, Any]:
-        """The 422 answer: the readable message, and pydantic's errors when there are any."""
-        return {"message": self.message, "detail": error_details(self.errors)}
+        """The 422 answer: the readable message, and pydantic's errors when there are any
+        (clipped: a client's huge value or key is never sent back whole)."""
+        return {"message": clip(self.message), "detail": error_details(self.errors)}
 
 
 def unprocessable(exc: BadRequest | UserError) -> bytes:
@@ -47,16 +52,24 @@ def describe_errors(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) 
         where = ""
         for item in loc:
             where += f"[{item}]" if isinstance(item, int) else (f".{item}" if where else str(item))
-        parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+        parts.append(f"{excerpt(where) or 'body'}: {err.get('msg', 'invalid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 
 
 def error_details(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The JSON-able part of pydantic's errors, for a 422 body's `detail`."""
+    """The JSON-able part of pydantic's errors, for a 422 body's `detail`: the first
+    `MAX_DETAILS` (a list of a million bad records must not make a huge answer), with
+    client-given keys and messages cut to an excerpt."""
     return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
-    ]
+        {"loc": [_clip_loc(item) for item in e.get("loc", ())], "msg": clip(str(e.get("msg"))),
+         "type": e.get("type")}
+        for e in errors[:MAX_DETAILS]
+    ]  # fmt: skip
+
+
+def _clip_loc(item: Any) -> Any:
+    return excerpt(item) if isinstance(item, str) else item
 
 
 @dataclass
@@ -71,7 +84,7 @@ class RecordCodec:
 
     @classmethod
     def of(cls, vertical: RecordVertical, model: Any) -> RecordCodec:
-        record = vertical.request_schema(model)
+        record = _bounded_strings(vertical.request_schema(model))
         output = vertical.response_schema(model)
         response = create_model(
             "PredictResponse",
@@ -145,6 +158,17 @@ class RecordCodec:
 
     def _checked(self, answer: dict[str, Any]) -> bytes:
         return self.answer.dump_json(self.answer.validate_python(answer), by_alias=True)
+
+
+def _bounded_strings(record: type[BaseModel]) -> type[BaseModel]:
+    """`record` with every string at most `MAX_STRING` characters: an id or a name longer
+    than that is a 422, not echoed back in the answer (a subclass: the vertical's own
+    config and validators stay)."""
+    if record.model_config.get("str_max_length") is not None:
+        return record
+    namespace = {"model_config": ConfigDict(str_max_length=MAX_STRING),
+                 "__module__": record.__module__, "__doc__": record.__doc__}  # fmt: skip
+    return type(record.__name__, (record,), namespace)
 
 
 def _json_message(exc: ValidationError) -> str:

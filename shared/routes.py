@@ -38,6 +38,13 @@ from verticals.core.contract import FileOutput, FileVertical, RecordVertical
 from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, example_body
 from verticals.core.hotswap import Versions
+from verticals.core.limits import (
+    body_shape_problem,
+    clip,
+    is_json,
+    name_problem,
+    unsupported_media,
+)
 from verticals.core.logs import get_logger
 from verticals.core.offload import Offload
 from verticals.core.predlog import LogUnavailable
@@ -283,7 +290,13 @@ class RecordPredict(ModelVersion):
             },
         )
         async def predict(request: Request) -> Response:
+            content_type = request.headers.get("content-type")
+            if not is_json(content_type):
+                return _refusal(415, unsupported_media(content_type))
             body = await request.body()
+            refused = await _shape_refusal(body, versions.current.options.max_records)
+            if refused is not None:
+                return refused
             started = time.perf_counter()
             served = versions.current  # this request's version, whatever swaps meanwhile
             state = request.scope["state"]
@@ -308,6 +321,17 @@ class RecordPredict(ModelVersion):
             return Response(content, status_code=status, media_type="application/json")
 
 
+async def _shape_refusal(body: bytes, max_records: int) -> JSONResponse | None:
+    """A 422 for a body nested too deeply, a 413 for one with too many records, checked
+    before any parser recurses into it."""
+    problem = await body_shape_problem(body, max_records)
+    return None if problem is None else _refusal(*problem)
+
+
+def _refusal(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"message": message, "detail": []})
+
+
 def _first_request(records: list[dict[str, Any]], group: str | None) -> list[dict[str, Any]]:
     """One request as a client sends it: a record, or every record of the first group (a
     traffic window is all its readings)."""
@@ -327,6 +351,8 @@ def _seconds(work: Callable[[], Any], repeats: int = 5) -> float:
 
 
 _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "the body is over serve.max_body_mb, or holds over serve.max_records"},
+    415: {"description": "a JSON body not sent as Content-Type: application/json"},
     422: {"description": "a malformed input: the message names the record and field"},
     503: {"description": "the prediction log could not record the answer; nothing was answered"},
 }
@@ -347,7 +373,7 @@ class OutputFile(BaseModel):
 
 def unprocessable_response(message: str) -> JSONResponse:
     """A 422 naming what is wrong, in the same shape as a bad record's."""
-    return JSONResponse(status_code=422, content=BadRequest(message).body())
+    return JSONResponse(status_code=422, content=BadRequest(clip(message)).body())
 
 
 class FilePredict(ModelVersion):
@@ -422,7 +448,10 @@ class FilePredict(ModelVersion):
                 ),
             ] = "json",
         ) -> Any:
-            name = Path(file.filename or "").name
+            name = file.filename or ""
+            problem = name_problem(name)
+            if problem is not None:
+                return unprocessable_response(problem)
             if not vertical.accepts_name(name):
                 return unprocessable_response(f"file {name!r} must end with one of: {endings}")
             data = await file.read()
