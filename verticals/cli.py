@@ -39,6 +39,8 @@ commands:
   token      bearer tokens of the vertical's servers: `token create <vertical>
              [scope=predict|feedback|admin] [name=...]` (printed once, kept hashed),
              `token list <vertical>`, `token revoke <vertical> name=...`
+  call       send one record, list (input=x.json) or file to a running server and print the
+             answer (url=http://127.0.0.1:8000; the token from VERTICALS_TOKEN)
   demo       every vertical end to end on built-in demo data, then a summary table
   list       the installed verticals
 
@@ -59,7 +61,8 @@ examples:
 """
 
 COMMANDS = ("train", "evaluate", "package", "serve", "predict", "runs", "models", "promote",
-            "rollback", "feedback", "monitor", "log", "retrain", "loop", "token")  # fmt: skip
+            "rollback", "feedback", "monitor", "log", "retrain", "loop", "token",
+            "call")  # fmt: skip
 # A command whose config is not named after it (`conf/log/` is the log settings' group).
 _CONFIG_NAMES = {"log": "prediction_log"}
 _ACTIONS = {"log": ("prune", "export"), "token": ("create", "list", "revoke")}

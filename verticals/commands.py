@@ -582,6 +582,42 @@ def _terminate_as_exit() -> Any:
     return handler()
 
 
+def call(cfg: DictConfig) -> Any:
+    """`verticals call <vertical> input=...`: one record, list or file to a running server,
+    the answer printed as JSON."""
+    import json
+
+    from verticals.client import Client, ClientError
+
+    source = Path(str(cfg.input))
+    if not source.is_file():
+        raise UserError(f"input={source}: no such file")
+    with Client(str(cfg.url), token=os.environ.get("VERTICALS_TOKEN"),
+                timeout=float(cfg.timeout)) as client:  # fmt: skip
+        try:
+            if source.suffix.lower() == ".json":
+                records = json.loads(source.read_text())
+                answers = client.predict(records)
+                shown: Any = [a.row for a in answers]
+            else:
+                answer = client.upload(source, cfg.output_dir)
+                shown = {"prediction": answer.summary, "output": str(answer.output or "")}
+        except ClientError as exc:
+            raise UserError(f"{cfg.url}: {exc}") from None
+        except ValueError as exc:
+            raise UserError(f"{source}: {exc}") from None
+        except httpx_errors() as exc:
+            raise UserError(f"cannot reach {cfg.url}: {exc}") from None
+    print(json.dumps(shown, indent=1, default=str))
+    return shown
+
+
+def httpx_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    return (httpx.TransportError,)
+
+
 COMMANDS = {
     "train": train,
     "evaluate": evaluate,
@@ -597,5 +633,6 @@ COMMANDS = {
     "log": prediction_log,
     "retrain": retrain,
     "token": token,
+    "call": call,
     "loop": loop,
 }
