@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ BOX_TOLERANCE_PX = 1.0
 CONF_TOLERANCE = 0.02
 #: Most images one detector call takes: bounds the memory a long list of images holds at once.
 MAX_BATCH = 16
+#: Most pixels an image to inspect may have (decoded: 3 bytes each); env overrides it.
+MAX_PIXELS = 40_000_000
+PIXELS_ENV = "VERTICALS_MAX_PIXELS"
 
 
 @dataclass
@@ -174,6 +178,7 @@ def read_image(path: Path) -> np.ndarray:
     to their high byte), so served parts look like the parts the model learned from."""
     import cv2
 
+    check_pixels(path)
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
@@ -185,6 +190,40 @@ def read_image(path: Path) -> np.ndarray:
     if min(image.shape[:2]) < 8:
         raise UserError(f"{path} is {image.shape[1]}x{image.shape[0]} pixels; too small to inspect")
     return np.ascontiguousarray(image[..., ::-1])
+
+
+def max_pixels() -> int:
+    """The pixel limit: `VERTICALS_MAX_PIXELS` when set, else `MAX_PIXELS`."""
+    given = os.environ.get(PIXELS_ENV, "").strip()
+    try:
+        return int(float(given)) if given else MAX_PIXELS
+    except ValueError:
+        raise UserError(f"{PIXELS_ENV}={given!r} is not a number of pixels") from None
+
+
+def check_pixels(path: Path) -> None:
+    """Refuse an image whose header declares more than `max_pixels()`, before OpenCV
+    decodes it: a 389 KB PNG can declare 20000 x 20000 pixels (1.2 GB decoded). Pillow
+    opens lazily, so only the header is read here."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit = max_pixels()
+    too_many = f"at most {limit / 1e6:g} megapixels ({PIXELS_ENV})"
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        raise UserError(
+            f"{path} declares more pixels than Pillow reads safely; {too_many}"
+        ) from None
+    except ImportError:  # ultralytics' wrapper tries to install a plugin for unknown formats
+        raise UserError(f"{path} cannot be read as an image: not a format Pillow reads") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError):
+        raise UserError(
+            f"{path} cannot be read as an image: its content is not a {path.suffix} image"
+        ) from None
+    if width * height > limit:
+        raise UserError(f"{path} is {width}x{height} pixels; {too_many}")
 
 
 def annotate(image: np.ndarray, report: dict[str, Any]) -> bytes:

@@ -3,16 +3,30 @@ NIfTI) and its volumes per label out; and test volumes copied as a user would ha
 
 from __future__ import annotations
 
+import gzip
+import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 from verticals.core.contract import FileOutput, Splits
+from verticals.core.errors import UserError
 from verticals.medical.model import MedicalModel, segment
+
+#: Most voxels a volume may have (its header says; the reader allocates 4+ bytes each).
+MAX_VOXELS = 512**3 * 2
+VOXELS_ENV = "VERTICALS_MAX_VOXELS"
+#: Bytes a `.nii.gz` may inflate to beyond what its header accounts for.
+GZIP_SLACK = 16 << 20
+_CHUNK = 1 << 20
 
 
 def predict_path(model: MedicalModel, path: Path) -> FileOutput:
     """Segment the volume (NIfTI file or DICOM series folder) at `path`; the volume's
     intensity and grid figures go along as the statistics the monitor watches."""
+    if path.is_file():
+        check_volume(path)
     seg = segment(model, path)
     summary = {
         "shape": [int(n) for n in seg.mask.shape],
@@ -34,3 +48,79 @@ def example_files(splits: Splits, n: int, directory: Path) -> list[Path]:
         shutil.copy2(item["image"], target)
         out.append(target)
     return out
+
+
+def max_voxels() -> int:
+    """The voxel limit: `VERTICALS_MAX_VOXELS` when set, else `MAX_VOXELS`."""
+    given = os.environ.get(VOXELS_ENV, "").strip()
+    try:
+        return int(float(given)) if given else MAX_VOXELS
+    except ValueError:
+        raise UserError(f"{VOXELS_ENV}={given!r} is not a number of voxels") from None
+
+
+def check_volume(path: Path) -> None:
+    """Refuse a NIfTI file before any reader allocates it: a header declaring more than
+    `max_voxels()` voxels (a 1 MB file can declare 1024^3), and a `.nii.gz` that inflates
+    past what its header accounts for (a gzip bomb) or ends early (truncated). Streams the
+    file once: nothing is kept but the header."""
+    gzipped = path.name.lower().endswith(".gz")
+    try:
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as stream:
+            expected = _expected_bytes(path, stream.read(540))
+            if gzipped:
+                _inflate_at_most(path, stream, expected + GZIP_SLACK)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise UserError(f"{path} is not a whole gzip file ({exc or 'it ends early'})") from None
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if not gzipped and path.stat().st_size < expected:
+        raise UserError(f"{path} is truncated: its header accounts for {expected} bytes")
+
+
+def _expected_bytes(path: Path, header: bytes) -> int:
+    """The size of the NIfTI-1 or -2 file that `header` describes (offset + voxel data),
+    after checking its voxel count against the limit."""
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(f"{order}i", header[:4])[0] == 348:
+            dims = struct.unpack(f"{order}8h", header[40:56])
+            bitpix = struct.unpack(f"{order}h", header[72:74])[0]
+            offset = int(struct.unpack(f"{order}f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(f"{order}i", header[:4])[0] == 540:
+            dims = struct.unpack(f"{order}8q", header[16:80])
+            bitpix = struct.unpack(f"{order}h", header[14:16])[0]
+            offset = struct.unpack(f"{order}q", header[168:176])[0]
+            break
+    else:
+        raise UserError(f"{path} is not a NIfTI file: its header is not a NIfTI-1 or -2 header")
+    voxels = _voxels(path, dims)
+    return max(offset, 0) + voxels * max(bitpix, 8) // 8
+
+
+def _voxels(path: Path, dims: tuple[int, ...]) -> int:
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or any(n < 1 for n in dims[1 : ndim + 1]):
+        raise UserError(f"{path} has an invalid NIfTI header: dimensions {list(dims[: ndim + 1])}")
+    voxels = 1
+    for n in dims[1 : ndim + 1]:
+        voxels *= n
+    limit = max_voxels()
+    if voxels > limit:
+        shape = "x".join(str(n) for n in dims[1 : ndim + 1])
+        raise UserError(
+            f"{path} declares {shape} = {voxels} voxels; at most {limit} ({VOXELS_ENV})"
+        )
+    return voxels
+
+
+def _inflate_at_most(path: Path, stream: gzip.GzipFile, limit: int) -> None:
+    """Read `stream` to its end, refusing it once it has inflated past `limit` bytes."""
+    total = 540
+    while chunk := stream.read(_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise UserError(
+                f"{path} inflates past {limit} bytes, more than its header accounts for "
+                "(a gzip bomb, or data after the volume)"
+            )
