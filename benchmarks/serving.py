@@ -92,7 +92,8 @@ def _wrk_ms(text: str, label: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
 
 
-def wrk_load(url: str, body: bytes, clients: int, seconds: float, tmp: Path) -> dict[str, Any]:
+def wrk_load(url: str, body: bytes, clients: int, seconds: float, tmp: Path,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """POST `body` to `url` from `clients` connections for `seconds` with wrk."""
     body_file = tmp / "body.json"
     body_file.write_bytes(body)
@@ -101,7 +102,8 @@ def wrk_load(url: str, body: bytes, clients: int, seconds: float, tmp: Path) -> 
         f'local f = io.open("{body_file}", "rb"); local body = f:read("*a"); f:close()\n'
         'wrk.method = "POST"; wrk.body = body\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        "done = function(summary, latency, requests)\n"
+        + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+        + "done = function(summary, latency, requests)\n"
         '  io.write(string.format("non2xx %d\\n", summary.errors.status))\n'
         "end\n"
     )
@@ -122,10 +124,11 @@ def wrk_load(url: str, body: bytes, clients: int, seconds: float, tmp: Path) -> 
     }
 
 
-def httpx_load(url: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
+def httpx_load(url: str, body: bytes, clients: int, seconds: float,
+               extra: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """The same load from httpx clients in threads of this process (no wrk installed)."""
     stop = time.monotonic() + seconds
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(extra or {})}
 
     def client(_: int) -> list[float]:
         times = []
@@ -146,16 +149,18 @@ def httpx_load(url: str, body: bytes, clients: int, seconds: float) -> dict[str,
     }
 
 
-def load(url: str, body: bytes, clients: int, seconds: float, tmp: Path) -> dict[str, Any]:
+def load(url: str, body: bytes, clients: int, seconds: float, tmp: Path,
+         headers: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     if shutil.which("wrk"):
-        return wrk_load(url, body, clients, seconds, tmp)
-    return httpx_load(url, body, clients, seconds)
+        return wrk_load(url, body, clients, seconds, tmp, headers)
+    return httpx_load(url, body, clients, seconds, headers)
 
 
-def warm(url: str, body: bytes, n: int = 50) -> None:
+def warm(url: str, body: bytes, n: int = 50, headers: dict[str, str] | None = None) -> None:
     with httpx.Client(timeout=120) as http:
         for _ in range(n):
-            response = http.post(url, content=body, headers={"Content-Type": "application/json"})
+            sent = {"Content-Type": "application/json", **(headers or {})}
+            response = http.post(url, content=body, headers=sent)
             if response.status_code != 200:
                 raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
 
