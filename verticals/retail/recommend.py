@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from verticals.core.errors import UserError
 from verticals.retail.data import as_id
 from verticals.retail.model import RetailModel, recommend_one, similar_items
 
-COLUMNS = ["user_id", "item_id", "fallback", "recommendations"]
+COLUMNS = ["user_id", "item_id", "fallback", "short", "recommendations"]
 
 
 def _given(value: Any) -> Any:
@@ -25,6 +26,8 @@ def _k(record: dict[str, Any], model: RetailModel) -> int:
     value = _given(record.get("k"))
     if value is None:
         return int(model.params["k"])
+    if isinstance(value, bool | np.bool_):  # Python's int(True) is 1: not a count
+        raise UserError(f"k={value!r} is not a whole number")
     try:
         k = int(value)
     except (TypeError, ValueError):
@@ -58,6 +61,14 @@ def _flag(record: dict[str, Any]) -> bool:
     return bool(value)
 
 
+def _id(record: dict[str, Any], key: str) -> str | None:
+    """A user or item id as text; true/false are refused, not read as customer 1 or 0."""
+    value = _given(record.get(key))
+    if isinstance(value, bool | np.bool_):
+        raise UserError(f"{key}={value!r} is not an id")
+    return None if value is None else as_id(value)
+
+
 def answer(model: RetailModel, record: dict[str, Any]) -> dict[str, Any]:
     """One output row, in plain Python, for one record: a validated request's or a table
     row's. Both paths go through here, so the fast path answers exactly as `predict` does
@@ -65,8 +76,7 @@ def answer(model: RetailModel, record: dict[str, Any]) -> dict[str, Any]:
     k, exclude, bought = _k(record, model), _items(record), _flag(record)
     category = _given(record.get("category"))
     category = None if category is None else str(category)
-    user, item = _given(record.get("user_id")), _given(record.get("item_id"))
-    user, item = (None if v is None else as_id(v) for v in (user, item))
+    user, item = (_id(record, key) for key in ("user_id", "item_id"))
     if user is None and item is None:
         raise UserError("each row needs a user_id (recommendations) or an item_id (similar items)")
     if user is None:
@@ -77,6 +87,7 @@ def answer(model: RetailModel, record: dict[str, Any]) -> dict[str, Any]:
         "user_id": user,
         "item_id": item,
         "fallback": fallback,
+        "short": len(recs) < k,
         "recommendations": [
             {"item_id": i, "score": s, "rank": r + 1} for r, (i, s) in enumerate(recs)
         ],
@@ -103,9 +114,10 @@ def predict_records(
 
 
 def predict_table(model: RetailModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """Files get flat columns: item_1..item_k (and score_1..k) per customer."""
+    """Files get flat columns: item_1..item_k (and score_1..k) per customer, blank past
+    a short answer's end."""
     nested = predict(model, frame)
-    flat = nested[["user_id", "item_id", "fallback"]].copy()
+    flat = nested[["user_id", "item_id", "fallback", "short"]].copy()
     k = max((len(r) for r in nested["recommendations"]), default=0)
     for j in range(k):
         flat[f"item_{j + 1}"] = [
