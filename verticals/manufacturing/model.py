@@ -216,9 +216,8 @@ def check_pixels(path: Path) -> None:
         raise UserError(
             f"{path} declares more pixels than Pillow reads safely; {too_many}"
         ) from None
-    except ImportError:  # ultralytics' wrapper tries to install a plugin for unknown formats
-        raise UserError(f"{path} cannot be read as an image: not a format Pillow reads") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError):
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, ImportError):
+        # (ImportError: ultralytics' wrapper tries to install a plugin for unknown formats)
         raise UserError(
             f"{path} cannot be read as an image: its content is not a {path.suffix} image"
         ) from None
