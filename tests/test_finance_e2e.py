@@ -54,7 +54,7 @@ def test_monotone_constraints_hold(finance_run: pipeline.TrainResult) -> None:
 def test_predictions_and_reasons(finance_run: pipeline.TrainResult) -> None:
     vertical, model = finance_run.vertical, finance_run.model
     out = vertical.predict(model, vertical.example_inputs(finance_run.splits, 20))
-    assert list(out.columns) == ["pd", "score", "grade", "reasons"]
+    assert list(out.columns) == ["pd", "score", "grade", "reasons", "out_of_range"]
     assert out["pd"].between(0, 1).all()
     assert (np.diff(out.sort_values("pd")["score"].to_numpy()) <= 0).all()  # riskier, lower
     assert set(out["grade"]) <= set("ABCDEF")

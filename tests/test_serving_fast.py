@@ -45,10 +45,11 @@ def test_finance_fast_path_answers_as_the_table_path(finance_run: pipeline.Train
     vertical, model = finance_run.vertical, finance_run.model
     records = _client_records(vertical.example_inputs(finance_run.splits, 40))
     numeric, categorical = model.schema.numeric, list(model.schema.categorical)
+    first, second = (model.schema.bounds[name] for name in numeric[:2])
     edge = [
         {},  # every value missing
         {numeric[0]: None, categorical[0]: None},
-        {numeric[0]: 1e308, numeric[1]: -1e308},  # extreme numbers
+        {numeric[0]: first[1], numeric[1]: second[0]},  # the extremes the bounds allow
         {numeric[0]: 0.0, categorical[0]: model.schema.categorical[categorical[0]][-1]},
     ]
     answers = assert_same_answers(
@@ -57,6 +58,7 @@ def test_finance_fast_path_answers_as_the_table_path(finance_run: pipeline.Train
         [[r] for r in records] + [records[:7], edge],  # type: ignore[arg-type]
     )
     assert all(0.0 <= row["pd"] <= 1.0 for rows in answers for row in rows)
+    assert numeric[0] in answers[-1][2]["out_of_range"]  # scored, and flagged
     # Unseen levels never pass validation here (a field with a few levels is an enum), but
     # a caller of predict_records directly gets what the table path gives them: missing.
     unseen = [{categorical[0]: "a level never seen", numeric[0]: 3.0}]

@@ -7,6 +7,7 @@ checked in `__post_init__` (see `verticals.core.config.check_config`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -46,10 +47,31 @@ class FinanceDataConfig:
     date_column: str | None = None  # set: out-of-time split (latest applications are test)
     test_size: float = 0.2
     val_size: float = 0.2  # of what remains after the test split
+    # Plausible [low, high] of numeric columns (null: open on that side); a request outside
+    # is refused (422). Unnamed columns: never negative if no training value was, and at
+    # most 10 training-range widths past the range. Inside the bounds but outside the
+    # training range: scored and flagged. '++data.bounds={age: [18, 120]}'
+    bounds: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_range(self, "n_rows", ge=100)
         check_ranges(self, "test_size val_size", gt=0, lt=1)
+        for name, pair in self.bounds.items():
+            if not _bound_pair(pair):
+                expected = "[low, high]: numbers or null, low <= high"
+                raise ConfigValueError(f"bounds.{name}", pair, expected)
+
+
+def _bound_pair(pair: Any) -> bool:
+    """Whether `pair` is [low, high] with finite numbers or None, low <= high."""
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
+        return False
+    numbers = [v for v in pair if v is not None]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
+        return False
+    if not all(math.isfinite(v) for v in numbers):
+        return False
+    return None in pair or pair[0] <= pair[1]
 
 
 @dataclass

@@ -6,6 +6,7 @@ traceback to learn that `default` has three values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -27,21 +28,59 @@ ORACLE_COLUMNS = ("true_pd",)  # planted truth: never a feature
 
 @dataclass
 class FeatureSchema:
-    """The model's inputs: numeric columns, and categorical columns with their levels."""
+    """The model's inputs: numeric columns, and categorical columns with their levels.
+
+    `ranges` holds each numeric column's [min, max] in the training rows (a value outside is
+    scored and flagged), `bounds` its plausible [low, high] (either may be None: open), past
+    which a request is refused. Models saved before either existed have neither.
+    """
 
     numeric: list[str]
     categorical: dict[str, list[str]] = field(default_factory=dict)
+    ranges: dict[str, list[float]] = field(default_factory=dict)
+    bounds: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
     def to_dict(self) -> dict[str, object]:
-        return {"numeric": self.numeric, "categorical": self.categorical}
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "ranges": self.ranges,
+            "bounds": self.bounds,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureSchema:
-        return cls(list(data["numeric"]), {k: list(v) for k, v in data["categorical"].items()})
+        return cls(
+            list(data["numeric"]),
+            {k: list(v) for k, v in data["categorical"].items()},
+            {k: list(v) for k, v in data.get("ranges", {}).items()},
+            {k: list(v) for k, v in data.get("bounds", {}).items()},
+        )
+
+    @cached_property
+    def limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the training range per numeric column, NaN where unknown (a NaN
+        compares false, so nothing is flagged there). Built once per model."""
+        nan = float("nan")
+        low = [self.ranges.get(name, [nan, nan])[0] for name in self.numeric]
+        high = [self.ranges.get(name, [nan, nan])[1] for name in self.numeric]
+        return np.array(low, dtype=np.float64), np.array(high, dtype=np.float64)
+
+    def out_of_range(self, X: np.ndarray) -> list[list[str]]:
+        """Per row of a feature matrix, the numeric columns outside the training range:
+        two vector comparisons, and a name lookup only for the rows that have any."""
+        low, high = self.limits
+        n = len(self.numeric)
+        with np.errstate(invalid="ignore"):
+            outside = (X[:, :n] < low) | (X[:, :n] > high)
+        if not outside.any():
+            return [[] for _ in range(len(X))]
+        names = self.numeric
+        return [[names[j] for j in np.flatnonzero(row)] if row.any() else [] for row in outside]
 
     @cached_property
     def codes(self) -> dict[str, dict[str, int]]:
@@ -220,6 +259,54 @@ def to_features(frame: pd.DataFrame, schema: FeatureSchema, where: str = "input"
     return pd.DataFrame(columns, index=frame.index)
 
 
+def training_ranges(X: pd.DataFrame, numeric: list[str]) -> dict[str, list[float]]:
+    """[min, max] of each numeric column's finite training values (none: left out)."""
+    ranges = {}
+    for name in numeric:
+        values = X[name].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(values):
+            ranges[name] = [float(values.min()), float(values.max())]
+    return ranges
+
+
+#: How far past the training range a value stays plausible, in widths of that range: a
+#: value 10 ranges beyond anything seen is a typo or an attack, not an applicant.
+PLAUSIBLE_SPANS = 10.0
+
+
+def default_bounds(low: float, high: float) -> list[float | None]:
+    """The plausible [low, high] of a column seen in [low, high]: never negative when no
+    training value was (ages, amounts, counts), and at most `PLAUSIBLE_SPANS` widths out."""
+    width = max(high - low, abs(low), abs(high), 1.0)
+    floor = 0.0 if low >= 0 else -_round_up(PLAUSIBLE_SPANS * width - low)
+    return [floor, _round_up(high + PLAUSIBLE_SPANS * width)]
+
+
+def _round_up(value: float) -> float:
+    """`value` (> 0) rounded up to two significant digits: a bound a person can read."""
+    step = 10.0 ** (math.floor(math.log10(value)) - 1)
+    return float(f"{math.ceil(value / step) * step:.3g}")  # no 0.12000000000000001
+
+
+def plausible_bounds(
+    ranges: dict[str, list[float]], numeric: list[str], given: Any
+) -> dict[str, list[float | None]]:
+    """Each numeric column's bounds: `data.bounds` where given (null: open on that side),
+    else `default_bounds` of its training range."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(numeric))
+    if unknown:
+        raise UserError(
+            f"data.bounds names {unknown}, which are not numeric features; "
+            f"numeric features are {numeric}"
+        )
+    bounds = {name: default_bounds(*ranges[name]) for name in numeric if name in ranges}
+    for name, pair in given.items():
+        bounds[name] = [None if v is None else float(v) for v in pair]
+    return bounds
+
+
 def split(frame: pd.DataFrame, y: np.ndarray, cfg: DictConfig, seed: int) -> tuple[list, str]:
     """Row positions of train/val/test: out-of-time when a date column is set, else stratified."""
     idx = np.arange(len(frame))  # test_size and val_size in (0, 1): FinanceDataConfig checks
@@ -269,6 +356,8 @@ def load_splits(cfg: DictConfig) -> Splits:
     extra = frame[[c for c in ORACLE_COLUMNS if c in frame.columns]]
     parts, how = split(frame, y, data, seed)
     train, val, test = (Part(X.iloc[p], y[p], extra.iloc[p]) for p in parts)
+    schema.ranges = training_ranges(train.X, schema.numeric)
+    schema.bounds = plausible_bounds(schema.ranges, schema.numeric, data.get("bounds"))
     info = {
         "source": description,
         "rows": len(frame),

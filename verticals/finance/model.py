@@ -180,6 +180,7 @@ def predict(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
     """PD, score, grade and up to `n_reasons` reasons (feature, value, direction) per row."""
     X, out, contrib = _score(model, frame)
     out["reasons"] = _reasons(model, contrib, X)
+    out["out_of_range"] = model.schema.out_of_range(X)
     return out
 
 
@@ -189,10 +190,11 @@ def predict_records(model: FinanceModel, requests: list[list[dict[str, Any]]]) -
     rows = [record for records in requests for record in records]
     X = model.schema.record_matrix(rows)
     pd_, points, grades, contrib = _scores(model, X)
+    reasons, outside = _reasons(model, contrib, X), model.schema.out_of_range(X)
     answers = [
-        {"pd": p, "score": s, "grade": g, "reasons": r}
-        for p, s, g, r in zip(
-            pd_.tolist(), points.tolist(), grades.tolist(), _reasons(model, contrib, X), strict=True
+        {"pd": p, "score": s, "grade": g, "reasons": r, "out_of_range": o}
+        for p, s, g, r, o in zip(
+            pd_.tolist(), points.tolist(), grades.tolist(), reasons, outside, strict=True
         )
     ]
     out, start = [], 0
@@ -203,14 +205,16 @@ def predict_records(model: FinanceModel, requests: list[list[dict[str, Any]]]) -
 
 
 def predict_table(model: FinanceModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """The same scores with flat reason columns: `reason_k` (feature) and `reason_k_log_odds`."""
+    """The same scores with flat reason columns: `reason_k` (feature) and `reason_k_log_odds`,
+    and `out_of_range`: the features outside the training range, joined by ";"."""
     present = [f for f in model.schema.features if f in frame.columns]
     if not present:
         raise UserError(
             f"none of the model's {len(model.schema.features)} feature columns is in the input "
             f"(expected e.g. {', '.join(model.schema.features[:5])})"
         )
-    _, out, contrib = _score(model, frame)
+    X, out, contrib = _score(model, frame)
+    out["out_of_range"] = [";".join(names) for names in model.schema.out_of_range(X)]
     names, effects = scorecard.top_reasons(contrib, model.schema.features, model.card.n_reasons)
     for k in range(names.shape[1]):
         out[f"reason_{k + 1}"] = names[:, k]
