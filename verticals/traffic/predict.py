@@ -20,11 +20,15 @@ import pandas as pd
 
 from verticals.core.errors import UserError
 from verticals.traffic.model import TrafficModel
+from verticals.traffic.schema import FIRST_YEAR, LAST_YEAR
 
 COLUMNS = ["window", "sensor", "horizon_min", "timestamp", "speed", "alert"]
 _EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
 _NEEDED = {"sensor", "timestamp", "value"}
+#: Wall-clock seconds of the first and past the last plausible moment (`schema.FIRST_YEAR`).
+_FIRST = (datetime(FIRST_YEAR, 1, 1) - _EPOCH) // _SECOND
+_PAST = (datetime(LAST_YEAR + 1, 1, 1) - _EPOCH) // _SECOND
 
 
 @dataclass
@@ -136,6 +140,7 @@ def _checked(
             f"{where} has {len(times)} timestamps; expected the latest {expected} readings "
             f"({model.step_min}-minute steps)"
         )
+    _check_years(model, times, where)
     gaps = np.diff(times) // 60
     if (gaps != model.step_min).any():
         i = int(np.flatnonzero(gaps != model.step_min)[0])
@@ -152,6 +157,17 @@ def _checked(
     speeds = np.zeros((expected, n), np.float32)
     speeds[step_of, cols] = speeds32
     return Window(name, speeds, times.astype(np.int64))
+
+
+def _check_years(model: TrafficModel, times: np.ndarray, where: str) -> None:
+    """Readings, and the forecasts after them, within `schema`'s years: never a date that
+    overflows the calendar and wraps around."""
+    ahead = model.output_steps * model.step_min * 60
+    if times[0] < _FIRST or times[-1] + ahead >= _PAST:
+        raise UserError(
+            f"{where}: timestamps and their forecasts must lie between the years "
+            f"{FIRST_YEAR} and {LAST_YEAR}"
+        )
 
 
 def _table_window(model: TrafficModel, rows: pd.DataFrame, name: str | None) -> Window:
