@@ -60,6 +60,9 @@ TRAINING = {  # small, quick models of each vertical: serving cost, not model qu
 BIG_RECORDS = 100_000
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def bundle_for(vertical: str, root: Path, device: str) -> Path:
     """The latest bundle of `vertical` under `root`, trained and packaged if there is none."""
     found = sorted((root / "bundles" / vertical).glob("*/manifest.json"))
@@ -216,7 +219,7 @@ def bench_big(bundle: Path, n: int, tmp: Path) -> dict[str, Any]:
             warm(f"{url}/predict", one, 20)
             if label == "own_process":  # the first big request starts the process: time it
                 started = time.perf_counter()
-                http.post("/predict", content=body).raise_for_status()
+                http.post("/predict", content=body, headers=JSON).raise_for_status()
                 result["first_big_request_s"] = time.perf_counter() - started
             done = threading.Event()
             big_time: list[float] = []
@@ -224,7 +227,7 @@ def bench_big(bundle: Path, n: int, tmp: Path) -> dict[str, Any]:
             def send_big(done: threading.Event = done, big_time: list[float] = big_time) -> None:
                 started = time.perf_counter()
                 with httpx.Client(base_url=url, timeout=600) as own:
-                    answer = own.post("/predict", content=body)
+                    answer = own.post("/predict", content=body, headers=JSON)
                 big_time.append(time.perf_counter() - started)
                 done.set()
                 answer.raise_for_status()
@@ -237,7 +240,7 @@ def bench_big(bundle: Path, n: int, tmp: Path) -> dict[str, Any]:
                 http.get("/health").raise_for_status()
                 health.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                http.post("/predict", content=one).raise_for_status()
+                http.post("/predict", content=one, headers=JSON).raise_for_status()
                 single.append(time.perf_counter() - started)
                 time.sleep(0.02)
             sender.join()

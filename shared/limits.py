@@ -132,11 +132,10 @@ async def _reply(
 def is_json(content_type: str | None) -> bool:
     """Whether a `Content-Type` names JSON (`application/json`, `application/*+json`).
 
-    A missing one counts as JSON (scripts and tests send bodies without one); any other
-    type is refused, so a page elsewhere cannot make a browser post a form or `text/plain`
-    that gets scored."""
+    Any other type, or none, is refused, so a page elsewhere cannot make a browser post a
+    form, `text/plain` or a typeless blob that gets scored."""
     if not content_type:
-        return True
+        return False
     kind = content_type.split(";", 1)[0].strip().lower()
     return kind == "application/json" or (
         kind.startswith("application/") and kind.endswith("+json")

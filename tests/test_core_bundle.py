@@ -19,6 +19,8 @@ from verticals.core.errors import UserError
 from verticals.core.predlog import LogSettings
 from verticals.core.serving import create_app
 
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture
 def toy_run(tmp_path: Path) -> pipeline.TrainResult:
@@ -102,7 +104,7 @@ def test_serving_contract(toy_run: pipeline.TrainResult, tmp_path: Path) -> None
     extra = client.post("/predict", json={"x": 1, "y": 2})
     assert extra.status_code == 422 and "y: Extra inputs" in extra.json()["message"]
     for body in (b"{not json", b"[]", b"42"):
-        assert client.post("/predict", content=body).status_code == 422
+        assert client.post("/predict", content=body, headers=JSON).status_code == 422
     assert client.post("/feedback", json=[{"request_id": "app-7", "y": 1}]).json() == {
         "stored": 1,
         "replaced": 0,

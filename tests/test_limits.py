@@ -92,7 +92,9 @@ def test_requests_beyond_max_inflight_are_503_with_retry_after(small: TestClient
     slow: dict[str, int] = {}
 
     def post_slowly() -> None:  # in flight while its body trickles in
-        slow["status"] = small.post("/predict", content=_chunks(0, pause=2.0)).status_code
+        slow["status"] = small.post(
+            "/predict", content=_chunks(0, pause=2.0), headers=JSON
+        ).status_code
 
     worker = threading.Thread(target=post_slowly)
     worker.start()

@@ -27,6 +27,8 @@ from verticals.core.serving import create_app
 
 from .fastpath import assert_same_answers
 
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture(scope="module")
 def toy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -176,21 +178,25 @@ def test_big_requests_answer_as_small_ones(
     assert len(body) > 1024
     app = create_app(bundle, options=ServeConfig(big_request_kib=1))
     with TestClient(app) as client:
-        big = client.post("/predict", content=body)
+        big = client.post("/predict", content=body, headers=JSON)
         assert big.status_code == 200, big.text
         alone = [client.post("/predict", json=r).json()["predictions"][0] for r in records]
         assert big.json()["predictions"] == alone
         records[7]["age"] = "forty"
-        bad = client.post("/predict", content=json.dumps(records).encode())
+        bad = client.post("/predict", content=json.dumps(records).encode(), headers=JSON)
         assert bad.status_code == 422 and bad.json()["message"].startswith("record[7].age")
         offload = app.state.predict.offload  # the big ones came from another process
         assert offload.pid is not None and offload.pid != os.getpid()
         os.kill(offload.pid, signal.SIGKILL)  # the process dies (out of memory, say) ...
-        again = client.post("/predict", content=body)  # ... and the request is still answered
+        again = client.post(
+            "/predict", content=body, headers=JSON
+        )  # ... and the request is still answered
         assert again.status_code == 200
         assert again.json()["predictions"] == big.json()["predictions"]
         assert again.json()["request_id"] == again.headers["x-request-id"]
-        assert client.post("/predict", content=body).status_code == 200  # by a new child
+        assert (
+            client.post("/predict", content=body, headers=JSON).status_code == 200
+        )  # by a new child
         assert offload.pid is not None and offload.pid != os.getpid()
 
 

@@ -46,6 +46,8 @@ from .servers import Pointer, free_port, http, serving_in_thread, wait_ready
 ROOT = Path(__file__).resolve().parent.parent
 RELOADS = "verticals_model_reloads_total"
 
+JSON = {"Content-Type": "application/json"}
+
 
 @pytest.fixture(scope="module")
 def toy_bundles(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
@@ -405,14 +407,19 @@ def test_a_replaced_version_stops_its_big_request_process(
     options = ServeConfig(big_request_kib=1, reload_seconds=0.05)
     with TestClient(create_app(a, options=options, follow=pointer)) as client:
         app = client.app
-        big = client.post("/predict", content=body)
+        big = client.post("/predict", content=body, headers=JSON)
         assert big.status_code == 200 and big.headers["x-model-version"] == a.name
         old = app.state.served  # type: ignore[attr-defined]
         child = old.offload.pid
         assert child is not None and child != os.getpid()
         pointer.point(b)
-        _wait(lambda: client.post("/predict", content=body).headers["x-model-version"] == b.name)
-        again = client.post("/predict", content=body)
+        _wait(
+            lambda: (
+                client.post("/predict", content=body, headers=JSON).headers["x-model-version"]
+                == b.name
+            )
+        )
+        again = client.post("/predict", content=body, headers=JSON)
         assert again.json()["predictions"] == big.json()["predictions"]  # the same model
         assert app.state.served.offload.pid not in (None, child)  # type: ignore[attr-defined]
         _wait(lambda: _gone(child), 15, "the old version's big-request process")
