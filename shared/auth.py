@@ -204,6 +204,22 @@ class Tokens:
         return f"bearer tokens ({n})" if n else "off: no tokens"
 
 
+def refuse_open_container() -> None:
+    """A bundle's container (`VERTICALS_REQUIRE_TOKENS=1`, set by its Dockerfile) listens on
+    every address: without a token it does not start, unless
+    `VERTICALS_ALLOW_UNAUTHENTICATED=1` says something in front of it checks callers."""
+    if os.environ.get("VERTICALS_REQUIRE_TOKENS") != "1":
+        return
+    if os.environ.get("VERTICALS_ALLOW_UNAUTHENTICATED") == "1":
+        return
+    file = os.environ.get("VERTICALS_TOKENS_FILE")
+    if not Tokens(Path(file) if file else None, os.environ.get(ENV)).required:
+        raise SystemExit(
+            f"error: no tokens: give {ENV}=predict:<token> (or VERTICALS_TOKENS_FILE), or "
+            "VERTICALS_ALLOW_UNAUTHENTICATED=1 if something in front checks callers"
+        )
+
+
 class Auth:
     """The ASGI middleware: a plain one, since Starlette's `BaseHTTPMiddleware` costs more
     per request than scoring a record."""

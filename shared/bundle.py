@@ -99,15 +99,26 @@ in wheels/, so only the public libraries come from a package index).
 
 Every answer is logged: to ./predlog/predictions.db, or the folder VERTICALS_LOG_DIR
 names, or the database VERTICALS_LOG_URL names (VERTICALS_LOG=off: no log).
+
+Callers need a bearer token once VERTICALS_TOKENS (`predict:<token>,...`) or
+VERTICALS_TOKENS_FILE (hashed, `verticals token create`) gives one; the container
+(VERTICALS_REQUIRE_TOKENS=1) does not start without one.
 """
 
+import os
 from pathlib import Path
 
+from verticals.core.auth import refuse_open_container
+from verticals.core.config import ServeConfig
 from verticals.core.predlog import settings_from_env
 from verticals.core.serving import create_app
 
+refuse_open_container()
 app = create_app(  # {vertical} model
-    Path(__file__).resolve().parent, warm="background", prediction_log=settings_from_env()
+    Path(__file__).resolve().parent,
+    warm="background",
+    options=ServeConfig(tokens_file=os.environ.get("VERTICALS_TOKENS_FILE")),
+    prediction_log=settings_from_env(),
 )
 '''
 
@@ -129,6 +140,9 @@ COPY . .
 # The prediction log goes where the user may write (mount a volume there to keep it, or
 # set VERTICALS_LOG_URL=postgresql+psycopg://... to log to a database).
 ENV VERTICALS_LOG_DIR=/var/lib/verticals/predlog
+# It listens on every address: it refuses to start without a token (VERTICALS_TOKENS or
+# VERTICALS_TOKENS_FILE), unless VERTICALS_ALLOW_UNAUTHENTICATED=1.
+ENV VERTICALS_REQUIRE_TOKENS=1
 VOLUME /var/lib/verticals/predlog
 USER 10001:10001
 EXPOSE 8000

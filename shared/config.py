@@ -280,7 +280,7 @@ class ServeConfig:
     max_records: int = 200_000  # records in one request
     max_inflight: int = 64  # requests worked on at once; beyond: 503 with Retry-After
     require_signature: bool = False  # refuse a bundle whose manifest is not signed
-    # the public key (PEM) signatures are checked with; null: the bundle's own signer.pub
+    # the trusted public key (PEM) signatures are checked with; needed by require_signature
     public_key: str | None = None
 
     def __post_init__(self) -> None:

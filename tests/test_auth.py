@@ -108,3 +108,24 @@ def test_serve_beyond_loopback_needs_tokens_or_an_explicit_opt_out(
     assert "serve.host=0.0.0.0 reaches beyond this machine" in err
     assert "verticals token create finance" in err
     assert not (tmp_path / "runs").exists()  # a refused start leaves no run folder
+
+
+def test_a_bundles_container_entry_needs_a_token(bundle: Path) -> None:
+    """The Dockerfile sets VERTICALS_REQUIRE_TOKENS=1: `serve.py` refuses to build the app
+    without a token, and builds it (auth on) with one."""
+    import os
+    import subprocess
+    import sys
+
+    assert "ENV VERTICALS_REQUIRE_TOKENS=1" in (bundle / "Dockerfile").read_text()
+    base = {k: v for k, v in os.environ.items() if k != auth.ENV}
+    env = {**base, "VERTICALS_REQUIRE_TOKENS": "1", "VERTICALS_LOG": "off"}
+    probe = "import serve; print(type(serve.app).__name__)"
+    refused = subprocess.run([sys.executable, "-c", probe], cwd=bundle, env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode != 0 and "error: no tokens" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    env[auth.ENV] = "predict:a-token-from-a-secret"
+    built = subprocess.run([sys.executable, "-c", probe], cwd=bundle, env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert built.returncode == 0 and "FastAPI" in built.stdout, built.stderr[-2000:]

@@ -257,7 +257,7 @@ def serve(cfg: DictConfig) -> None:
     settings.tokens_file = str(_tokens_file(cfg))  # workers read it; it may appear later
     _guard_address(cfg, settings)
     path, follow = _served(cfg)
-    bundle = load_bundle(path)  # verify once, before any worker starts
+    bundle = load_bundle(path, trust=settings)  # verify once, before any worker starts
     logged = LogSettings.of(cfg)
     print(
         f"serving {cfg.vertical} {bundle.model_version} on http://{settings.host}:{settings.port}/docs"
