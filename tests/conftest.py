@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +61,27 @@ def _toy_registered() -> None:
 
 def finance_cfg(root: Path, *overrides: str):
     return compose("train", "finance", [f"paths.root_dir={root}", "trainer.device=cpu", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Any, Path]]:
+    """`tiny(vertical)`: one seconds-long demo run (`debug=fast`, no tracking) and its bundle
+    per vertical, trained on first use and shared by every test that needs a model served,
+    not a good one (limits, the client, fuzzing)."""
+    from verticals.core.bundle import write_bundle
+
+    made: dict[str, tuple[Any, Path]] = {}
+
+    def get(vertical: str) -> tuple[Any, Path]:
+        if vertical not in made:
+            root = tmp_path_factory.mktemp(f"tiny-{vertical}")
+            cfg = compose("train", vertical, [f"paths.root_dir={root}", "trainer.device=cpu",
+                                              "debug=fast", "tracking=none"])  # fmt: skip
+            run = pipeline.train(cfg)
+            made[vertical] = (run, write_bundle(run.run_dir, root / "bundles"))
+        return made[vertical]
+
+    return get
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,7 @@ from starlette.responses import JSONResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 from verticals.client import Client, ClientError  # noqa: E402
-from verticals.configs import compose  # noqa: E402
-from verticals.core import auth, pipeline  # noqa: E402
+from verticals.core import auth  # noqa: E402
 from verticals.core.bundle import write_bundle  # noqa: E402
 from verticals.core.config import ServeConfig  # noqa: E402
 from verticals.core.examples import EXAMPLES, example_body  # noqa: E402
@@ -42,13 +41,6 @@ def _serve(bundle: Path, file: Path, root: Path):
     app = create_app(bundle, options=ServeConfig(tokens_file=str(file)),
                      prediction_log=LogSettings.default(root / "predlog"))  # fmt: skip
     return serving_in_thread(app)
-
-
-def _small(vertical: str, root: Path, *overrides: str) -> tuple[pipeline.TrainResult, Path]:
-    cfg = compose("train", vertical, [f"paths.root_dir={root}", "trainer.device=cpu",
-                                      "debug=fast", "tracking=none", *overrides])  # fmt: skip
-    run = pipeline.train(cfg)
-    return run, write_bundle(run.run_dir, root / "bundles")
 
 
 def test_finance_scores_batches_reports_and_validates(
@@ -85,11 +77,11 @@ def test_finance_scores_batches_reports_and_validates(
         assert "401: unknown or revoked token" in capsys.readouterr().err
 
 
-def test_retail_and_traffic(tokens, tmp_path: Path) -> None:
+def test_retail_and_traffic(tokens, tiny, tmp_path: Path) -> None:
     pytest.importorskip("implicit")
     pytest.importorskip("torch")
     file, admin, _ = tokens
-    retail, retail_bundle = _small("retail", tmp_path / "r")
+    retail, retail_bundle = tiny("retail")
     user = str(retail.splits.test.users[0])
     with _serve(retail_bundle, file, tmp_path / "r") as (base, _), Client(base, admin) as client:
         answer = client.retail.recommend(user, k=5)
@@ -98,7 +90,7 @@ def test_retail_and_traffic(tokens, tmp_path: Path) -> None:
         assert item not in [r["item_id"] for r in client.retail.similar(item, k=3).recommendations]
         stored = client.retail.report(answer.request_id, [item])
         assert stored["stored"] == 1
-    traffic, traffic_bundle = _small("traffic", tmp_path / "t")
+    traffic, traffic_bundle = tiny("traffic")
     window = json.loads(example_body(traffic_bundle / EXAMPLES))
     with _serve(traffic_bundle, file, tmp_path / "t") as (base, _), Client(base, admin) as client:
         forecast = client.traffic.forecast(window)
@@ -108,17 +100,17 @@ def test_retail_and_traffic(tokens, tmp_path: Path) -> None:
         assert client.traffic.report(forecast.request_id, observed)["stored"] == 1
 
 
-def test_medical_and_manufacturing_files(tokens, tmp_path: Path) -> None:
+def test_medical_and_manufacturing_files(tokens, tiny, tmp_path: Path) -> None:
     pytest.importorskip("monai")
     pytest.importorskip("ultralytics")
     file, admin, _ = tokens
-    medical, medical_bundle = _small("medical", tmp_path / "m")
+    medical, medical_bundle = tiny("medical")
     volume = Path(medical.splits.test[0]["image"])
     with _serve(medical_bundle, file, tmp_path / "m") as (base, _), Client(base, admin) as client:
         summary, mask = client.medical.segment(volume, tmp_path / "masks")
         assert mask.is_file() and mask.name.endswith(".nii.gz") and summary.volumes_ml
         assert client.medical.correct(summary.request_id, mask) == {"stored": 1, "replaced": 0}
-    parts, parts_bundle = _small("manufacturing", tmp_path / "p")
+    parts, parts_bundle = tiny("manufacturing")
     image = parts.splits.test.images[0]
     with _serve(parts_bundle, file, tmp_path / "p") as (base, _), Client(base, admin) as client:
         inspected = client.manufacturing.inspect(image, tmp_path / "annotated")

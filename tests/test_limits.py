@@ -26,8 +26,6 @@ from verticals.core.bundle import write_bundle  # noqa: E402
 from verticals.core.config import ServeConfig  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 
-from .test_monitoring_files import train_demo  # noqa: E402
-
 JSON = {"content-type": "application/json"}
 
 
@@ -152,15 +150,9 @@ def _png(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def manufacturing(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def manufacturing(tiny) -> TestClient:
     pytest.importorskip("ultralytics")
-    from tests.test_manufacturing import NoNetwork
-
-    root = tmp_path_factory.mktemp("manufacturing")
-    with NoNetwork():
-        run = train_demo("manufacturing", root, "data.n_test=4")
-        bundle = write_bundle(run.run_dir, root / "bundles")
-    return TestClient(create_app(bundle))
+    return TestClient(create_app(tiny("manufacturing")[1]))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="no ultralytics")
@@ -198,11 +190,9 @@ def _gzip_bomb(inflated: int = 1 << 30) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def medical(tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+def medical(tiny) -> TestClient:
     pytest.importorskip("monai")
-    root = tmp_path_factory.mktemp("medical")
-    run = train_demo("medical", root, "data.n_cases=6")
-    return TestClient(create_app(write_bundle(run.run_dir, root / "bundles")))
+    return TestClient(create_app(tiny("medical")[1]))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="monai is not installed")
