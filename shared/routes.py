@@ -358,6 +358,17 @@ _PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: A file route reads a multipart form (anything else is a missing file: 422, not 415),
+#: and `?format=file` answers with the output file itself, in its own media type.
+_FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{status: why for status, why in _PREDICT_ERRORS.items() if status != 415},
+    200: {
+        "description": "the summary and the output file in JSON; the file itself for format=file",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
+
+
 def log_unavailable(exc: LogUnavailable, request_id: str) -> JSONResponse:
     """A 503 for a prediction the log could not take: an answer that is not in the log
     would break the promise that every sent prediction is."""
@@ -436,7 +447,7 @@ class FilePredict(ModelVersion):
 
         # Annotations are strings here (postponed evaluation): FastAPI resolves them against
         # the module's globals, so they must not name this function's locals.
-        @app.post("/predict", response_model=response, responses=_PREDICT_ERRORS)
+        @app.post("/predict", response_model=response, responses=_FILE_RESPONSES)
         async def predict(
             request: Request,
             file: Annotated[UploadFile, File(description="one input file (endings: /metadata)")],

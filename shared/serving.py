@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,7 +51,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.requests import ClientDisconnect
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verticals.core.auth import ENV as TOKENS_ENV
@@ -62,10 +65,12 @@ from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, warm_up
 from verticals.core.feedback_route import add_feedback_route
 from verticals.core.hotswap import Follow, Follower, Versions, reason
-from verticals.core.limits import Limits
+from verticals.core.limits import Limits, clip
 from verticals.core.logs import get_logger
 from verticals.core.monitor_gauges import MonitorGauges
+from verticals.core.openapi import install as install_openapi
 from verticals.core.predlog import LOG_ENV, LogSettings, PredictionLog, settings_from_env
+from verticals.core.records import BadRequest, describe_errors
 from verticals.core.request_log import RequestLog
 from verticals.core.routes import (
     ANSWERED_BY,
@@ -261,7 +266,11 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", responses={503: {"description": "loading, warming up or reloading"}})
+    @app.get(
+        "/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "loading or warming up"}},
+    )
     def ready() -> Any:
         body = {"ready": state.ready, "model_version": state.model_version, "state": state.phase}
         return body if state.ready else JSONResponse(status_code=503, content=body)
@@ -295,14 +304,57 @@ def create_app(
     kind.add_route(app, versions, journal)  # type: ignore[arg-type]
     add_feedback_route(app, versions, plog)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=Response, responses=_METRICS_RESPONSE)
     def metrics() -> Response:
         return Response(generate_latest(exposition), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _refused)  # type: ignore[arg-type]
+    install_openapi(app)
 
     known = {route.path for route in app.routes}  # type: ignore[attr-defined]
     if warm == "now":
         warm_now()
     return app
+
+
+class Readiness(BaseModel):
+    """`/ready`'s answer, 200 or 503 alike: a load balancer reads the status, a person
+    the state."""
+
+    ready: bool
+    model_version: str
+    state: str
+
+
+_METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A 422 for a query parameter or form FastAPI could not validate, in the shape of every
+    other 422 (`{"message", "detail", "request_id"}`), not FastAPI's `{"detail"}`."""
+    errors = list(exc.errors())
+    body = BadRequest(describe_errors(errors), errors).body()
+    body["request_id"] = _request_id(request)
+    return JSONResponse(status_code=422, content=body)
+
+
+async def _refused(request: Request, exc: HTTPException) -> JSONResponse:
+    """FastAPI's and Starlette's own refusals in the shape of ours. A body they could not
+    parse (a broken multipart form: their 400) is a malformed input, 422 like any other."""
+    status = 422 if exc.status_code == 400 else exc.status_code
+    message = f"the body could not be parsed: {exc.detail}" if status == 422 else str(exc.detail)
+    body = {"message": clip(message), "detail": [], "request_id": _request_id(request)}
+    return JSONResponse(status_code=status, content=body, headers=exc.headers)
+
+
+def _request_id(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
 
 
 def _description(bundle: Bundle) -> str:

@@ -8,11 +8,9 @@ import gzip
 import importlib.util
 import json
 import os
-import struct
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from verticals.core.bundle import write_bundle  # noqa: E402
 from verticals.core.config import ServeConfig  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
+
+from .hostile import BAD_NAMES, gzip_bomb, multipart, nifti_header, png  # noqa: E402
 
 JSON = {"content-type": "application/json"}
 
@@ -110,43 +110,12 @@ def test_requests_beyond_max_inflight_are_503_with_retry_after(small: TestClient
 # -- file verticals -------------------------------------------------------------------------
 
 
-def _multipart(name: bytes, data: bytes) -> tuple[bytes, dict[str, str]]:
-    """A multipart body by hand: clients escape odd names, a hostile one does not."""
-    boundary = b"limitsboundary"
-    body = (
-        b"--" + boundary + b"\r\n"
-        b'Content-Disposition: form-data; name="file"; filename="' + name + b'"\r\n'
-        b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n"
-    )
-    return body, {"content-type": f"multipart/form-data; boundary={boundary.decode()}"}
-
-
 def _bad_names(client: TestClient, ending: bytes) -> None:
-    for name, why in (
-        (b"scan\x00" + ending, "control characters"),
-        (b"scan\x01" + ending, "control characters"),
-        (b"a" * 300 + ending, "255 bytes"),
-        (b"../../etc/" + ending, "without folders"),
-        (b"..\\x" + ending, "without folders"),
-    ):
-        body, headers = _multipart(name, b"not read")
+    for name, why in BAD_NAMES:
+        body, headers = multipart(name + ending, b"not read")
         answer = client.post("/predict", content=body, headers=headers)
         assert answer.status_code == 422, (name, answer.text)
         assert why in answer.json()["message"] and len(answer.content) < 1000
-
-
-def _png(width: int, height: int) -> bytes:
-    """A few hundred bytes that declare a `width` x `height` RGB PNG."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * 10_000)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +128,7 @@ def manufacturing(tiny) -> TestClient:
 def test_images_over_the_pixel_limit_are_refused_before_decoding(manufacturing: TestClient) -> None:
     for width, height in ((20_000, 20_000), (8_000, 8_000)):
         started = time.perf_counter()
-        answer = manufacturing.post("/predict", files={"file": ("part.png", _png(width, height))})
+        answer = manufacturing.post("/predict", files={"file": ("part.png", png(width, height))})
         assert answer.status_code == 422, answer.text
         assert "megapixels" in answer.json()["message"] and "VERTICALS_MAX_PIXELS" in answer.text
         assert time.perf_counter() - started < 5
@@ -167,26 +136,6 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(manufacturing: 
     assert text.status_code == 422 and "not a .png image" in text.json()["message"]
     assert "/tmp" not in text.text and "verticals-upload" not in text.text
     _bad_names(manufacturing, b".png")
-
-
-def _nifti_header(shape: tuple[int, ...], bitpix: int = 8) -> bytes:
-    """A NIfTI-1 header (348 bytes and the 4-byte extension flag) for a uint8 volume."""
-    header = bytearray(352)
-    struct.pack_into("<i", header, 0, 348)
-    struct.pack_into("<8h", header, 40, len(shape), *shape, *[1] * (7 - len(shape)))
-    struct.pack_into("<hh", header, 70, 2, bitpix)  # datatype uint8
-    struct.pack_into("<8f", header, 76, 1, *[1.0] * 7)  # pixdim
-    struct.pack_into("<f", header, 108, 352.0)  # vox_offset
-    header[344:348] = b"n+1\0"
-    return bytes(header)
-
-
-def _gzip_bomb(inflated: int = 1 << 30) -> bytes:
-    """A valid 16^3 volume's header followed by `inflated` bytes of zeros, about 1 MB
-    gzipped: members of 16 MiB of zeros, each compressed once and repeated."""
-    member = gzip.compress(b"\0" * (16 << 20), compresslevel=9, mtime=0)
-    head = gzip.compress(_nifti_header((16, 16, 16)) + b"\0" * 16**3, mtime=0)
-    return head + member * (inflated // (16 << 20))
 
 
 @pytest.fixture(scope="module")
@@ -205,14 +154,14 @@ def test_volumes_over_the_limits_are_refused_before_loading(medical: TestClient)
         assert "/tmp" not in answer.text
         return answer.json()
 
-    huge = gzip.compress(_nifti_header((1024, 1024, 1024)) + b"\0" * 100_000)
+    huge = gzip.compress(nifti_header((1024, 1024, 1024)) + b"\0" * 100_000)
     assert "VERTICALS_MAX_VOXELS" in post("huge.nii.gz", huge)["message"]
-    raw = _nifti_header((1024, 1024, 1024)) + b"\0" * 1000
+    raw = nifti_header((1024, 1024, 1024)) + b"\0" * 1000
     assert "voxels" in post("huge.nii", raw)["message"]
-    bomb = _gzip_bomb()
+    bomb = gzip_bomb()
     assert len(bomb) < 2 << 20
     assert "inflates past" in post("bomb.nii.gz", bomb)["message"]
-    whole = gzip.compress(_nifti_header((16, 16, 16)) + b"\1" * 16**3)
+    whole = gzip.compress(nifti_header((16, 16, 16)) + b"\1" * 16**3)
     assert "not a whole gzip" in post("cut.nii.gz", whole[: len(whole) // 2])["message"]
     assert "not a whole gzip" in post("text.nii.gz", b"hello")["message"]
     assert "not a NIfTI" in post("zeros.nii.gz", gzip.compress(b"\0" * 10_000))["message"]
