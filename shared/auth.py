@@ -68,6 +68,15 @@ def scope_for(path: str) -> str | None:
     return "predict"
 
 
+def route_path(scope: Any) -> str:
+    """The path the router matches: without the `root_path` a proxy mounts the app under
+    (uvicorn puts it in front of `path`), so `/api/metrics` needs admin as `/metrics` does."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
 def allows(scope: str, needed: str) -> bool:
     return scope == "admin" or scope == needed
 
@@ -163,6 +172,7 @@ class Tokens:
         self._file_tokens: list[Token] = []
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
+        self._ever = False  # once a token existed, the last one's revocation closes, not opens
         self._refresh(force=True)
 
     def _refresh(self, force: bool = False) -> None:
@@ -188,7 +198,10 @@ class Tokens:
 
     @property
     def required(self) -> bool:
-        return bool(self.all)
+        """Whether requests need a token: once any token has existed, always (an emptied or
+        deleted file then lets no one in, rather than everyone)."""
+        self._ever = self._ever or bool(self.all)
+        return self._ever
 
     def check(self, presented: str) -> Token | None:
         """The token `presented` is, or None: every digest is compared, in constant time."""
@@ -231,7 +244,7 @@ class Auth:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        needed = scope_for(scope["path"])
+        needed = scope_for(route_path(scope))
         if needed is None or not self.tokens.required:
             await self.app(scope, receive, send)
             return

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from verticals.core.auth import route_path
+
 #: Deepest JSON nesting a body may have: records are flat, with a list or two inside.
 MAX_DEPTH = 32
 #: Characters of a client's own input an error message may quote.
@@ -45,7 +47,7 @@ class Limits:
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNBOUNDED_PATHS:
+        if scope["type"] != "http" or route_path(scope) in UNBOUNDED_PATHS:
             await self.app(scope, receive, send)
             return
         if self.inflight >= self.max_inflight:

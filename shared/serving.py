@@ -57,7 +57,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verticals.core.auth import ENV as TOKENS_ENV
-from verticals.core.auth import Auth, Tokens
+from verticals.core.auth import Auth, Tokens, route_path
 from verticals.core.bundle import Bundle, load_bundle
 from verticals.core.config import ServeConfig
 from verticals.core.contract import FileVertical
@@ -118,9 +118,9 @@ def create_app(
     before it is sent, and takes `/feedback`; without it nothing is logged and `/feedback`
     answers 503.
     """
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle)
     options = options or ServeConfig()
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle, trust=options)  # the signature before the model loads
     vertical = bundle.vertical
     plog = (
         PredictionLog(prediction_log) if isinstance(prediction_log, LogSettings) else prediction_log
@@ -183,7 +183,7 @@ def create_app(
     def prepare(path: Path) -> ModelVersion:
         """A new version from the bundle at `path`: verified, loaded and warm (in a thread;
         raises, and leaves nothing running, if it cannot be served)."""
-        new = load_bundle(path)
+        new = load_bundle(path, trust=options)
         if new.vertical.name != vertical.name:
             raise UserError(
                 f"{path} is a {new.vertical.name} bundle; this server serves {vertical.name}"
@@ -426,7 +426,7 @@ class _Observe:
         request_id = request_id_of(given.decode("latin-1"))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        versioned = scope["path"] == "/predict"
+        versioned = route_path(scope) == "/predict"
         status, answered = 500, False
 
         async def send_with_id(message: Message) -> None:
@@ -459,7 +459,7 @@ class _Observe:
                     headers=headers,
                 )(scope, receive, send)  # fmt: skip
         finally:
-            self._count(scope["path"], status, time.perf_counter() - started)
+            self._count(route_path(scope), status, time.perf_counter() - started)
 
 
 def _exposition_registry(own: CollectorRegistry) -> CollectorRegistry:
@@ -499,7 +499,7 @@ def app_from_env() -> FastAPI:
         if path is None:
             raise UserError(f"set {BUNDLE_ENV} to the bundle folder to serve")
         return create_app(path, warm="startup", options=options, prediction_log=plog)
-    bundle = first_bundle(follow, path)
+    bundle = first_bundle(follow, path, trust=options)
     return create_app(bundle, warm="startup", options=options, follow=follow, prediction_log=plog)
 
 
@@ -535,7 +535,9 @@ def follow_from_env() -> Follow | None:
     return Champion.from_env(given)
 
 
-def first_bundle(follow: Follow, fallback: Bundle | str | Path | None) -> Bundle | str | Path:
+def first_bundle(
+    follow: Follow, fallback: Bundle | str | Path | None, trust: ServeConfig | None = None
+) -> Bundle | str | Path:
     """What a following server starts with: the bundle `follow` names now, loaded once
     here so the server does not warm up twice; `fallback` when it names none, or when
     asking or loading fails (logged: the server then follows from `fallback`)."""
@@ -545,7 +547,7 @@ def first_bundle(follow: Follow, fallback: Bundle | str | Path | None) -> Bundle
         if target is not None and (
             given is None or Path(target).resolve() != Path(given).resolve()
         ):
-            return load_bundle(target)
+            return load_bundle(target, trust=trust)
     except Exception as exc:  # noqa: BLE001 - the registry may be down: serve the fallback
         if fallback is None:
             raise
@@ -581,7 +583,7 @@ def run_server(
     opened = None if prediction_log is None else PredictionLog(prediction_log)
     options = {"host": settings.host, "port": settings.port, "log_level": str(settings.log_level)}
     if settings.workers == 1:
-        first = bundle if follow is None else first_bundle(follow, bundle)
+        first = bundle if follow is None else first_bundle(follow, bundle, trust=settings)
         app = create_app(
             first, warm="background", options=settings, follow=follow, prediction_log=opened
         )

@@ -87,6 +87,15 @@ def test_a_server_with_tokens_checks_every_request(bundle: Path, tmp_path: Path,
 
     time.sleep(1.1)
     assert client.post("/predict", json=body, headers=bearer(predict)).status_code == 401
+    for name in ("ledger", "ops"):  # the last token gone: no one gets in, rather than all
+        auth.revoke(file, name)
+    time.sleep(1.1)
+    assert client.post("/predict", json=body).status_code == 401
+    auth.create(file, "predict", "app-2")
+    mounted = TestClient(create_app(bundle, options=ServeConfig(tokens_file=str(file))),
+                         root_path="/api")  # fmt: skip
+    assert mounted.get("/health").status_code == 200  # behind a proxy's prefix, as before
+    assert mounted.get("/metrics").status_code == 401
     assert "Bearer" not in capsys.readouterr().err  # no token in the server log
 
 

@@ -8,6 +8,7 @@ import gzip
 import importlib.util
 import json
 import os
+import struct
 import tempfile
 import threading
 import time
@@ -165,4 +166,9 @@ def test_volumes_over_the_limits_are_refused_before_loading(medical: TestClient)
     assert "not a whole gzip" in post("cut.nii.gz", whole[: len(whole) // 2])["message"]
     assert "not a whole gzip" in post("text.nii.gz", b"hello")["message"]
     assert "not a NIfTI" in post("zeros.nii.gz", gzip.compress(b"\0" * 10_000))["message"]
+    for offset in (float("nan"), 1e30):  # an offset that would lift the bomb limit, or crash
+        header = bytearray(nifti_header((16, 16, 16)))
+        struct.pack_into("<f", header, 108, offset)
+        tricked = gzip.compress(bytes(header) + b"\0" * 16**3)
+        assert "voxel data at" in post("offset.nii.gz", tricked)["message"]
     _bad_names(medical, b".nii.gz")

@@ -6,7 +6,9 @@ calls a server without LightGBM or MONAI. Records are checked against the reques
 the server publishes in `/metadata` before they are sent, so a model trained with extra
 features validates its own extra fields, and a typo is caught at the caller with the
 record's index and field. Retries (with exponential backoff) happen only where a request
-certainly did nothing: a refused connection, or a 503 (overloaded, warming up).
+was not answered: a refused connection, or a 503 whose `Retry-After` says to come back
+(overloaded, warming up, the prediction log briefly unavailable); any other failure is
+raised.
 
     from verticals.client import Client
 
@@ -117,7 +119,8 @@ class Client:
                 if attempt == self.retries:
                     raise
             else:
-                if reply.status_code != RETRY_STATUS or attempt == self.retries:
+                retry = reply.status_code == RETRY_STATUS and "retry-after" in reply.headers
+                if not retry or attempt == self.retries:
                     return _checked(reply)
                 wait = max(wait, _retry_after(reply))
             time.sleep(wait)

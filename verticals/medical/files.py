@@ -4,6 +4,7 @@ NIfTI) and its volumes per label out; and test volumes copied as a user would ha
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
 import struct
@@ -85,17 +86,31 @@ def _expected_bytes(path: Path, header: bytes) -> int:
         if len(header) >= 348 and struct.unpack(f"{order}i", header[:4])[0] == 348:
             dims = struct.unpack(f"{order}8h", header[40:56])
             bitpix = struct.unpack(f"{order}h", header[72:74])[0]
-            offset = int(struct.unpack(f"{order}f", header[108:112])[0])
+            offset = _offset(path, struct.unpack(f"{order}f", header[108:112])[0])
             break
         if len(header) >= 540 and struct.unpack(f"{order}i", header[:4])[0] == 540:
             dims = struct.unpack(f"{order}8q", header[16:80])
             bitpix = struct.unpack(f"{order}h", header[14:16])[0]
-            offset = struct.unpack(f"{order}q", header[168:176])[0]
+            offset = _offset(path, struct.unpack(f"{order}q", header[168:176])[0])
             break
     else:
         raise UserError(f"{path} is not a NIfTI file: its header is not a NIfTI-1 or -2 header")
     voxels = _voxels(path, dims)
-    return max(offset, 0) + voxels * max(bitpix, 8) // 8
+    if bitpix not in _BITPIX:
+        raise UserError(f"{path}: its header says {bitpix} bits per voxel; not a NIfTI data type")
+    return offset + voxels * max(bitpix, 8) // 8
+
+
+_BITPIX = (1, 8, 16, 24, 32, 64, 128, 256)
+_MAX_OFFSET = 1 << 20  # header and extensions: kilobytes in practice
+
+
+def _offset(path: Path, value: float) -> int:
+    """Where the voxels start, checked: a NaN or a huge offset would make the bomb limit
+    (what the header accounts for) meaningless."""
+    if not math.isfinite(value) or not 0 <= value <= _MAX_OFFSET:
+        raise UserError(f"{path}: its header puts the voxel data at {value!r}; not a NIfTI file")
+    return int(value)
 
 
 def _voxels(path: Path, dims: tuple[int, ...]) -> int:

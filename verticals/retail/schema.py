@@ -30,7 +30,9 @@ class RecommendRequest(BaseModel):
     k: Count | None = Field(None, description="how many items (default: model.k)")
     exclude_bought: bool = Field(True, description="leave out items the customer already has")
     exclude_items: list[Id] = Field(
-        default_factory=list, description='never recommend these (files: "a;b;c")'
+        default_factory=list,
+        max_length=10_000,
+        description='never recommend these (files: "a;b;c")',
     )
     category: str | None = Field(None, description="only items of this catalog category")
 
