@@ -233,13 +233,10 @@ def test_medical_live_dice_against_corrected_masks(medical, medical_entries, tmp
 
 
 @pytest.fixture(scope="module")
-def manufacturing(tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-    from tests.test_manufacturing import NoNetwork
-
-    with NoNetwork() as guard:
-        fitted = fit_fast("manufacturing", tmp_path_factory.mktemp("manufacturing"))
-    assert guard.attempts == [], "\n".join(guard.attempts)
-    return fitted
+def manufacturing(tiny, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+    """The session's tiny manufacturing run (`debug=fast`), with a folder of this module's."""
+    run, _ = tiny("manufacturing")
+    return Fitted(run.vertical, run.model, run.splits, tmp_path_factory.mktemp("manufacturing"))
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def test_api_takes_a_volume_and_returns_mask_and_volumes(
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("broken.nii.gz", b"not a volume at all", "cannot be read as a medical image: File"),
+        ("broken.nii.gz", b"not a volume at all", "broken.nii.gz is not a whole gzip file"),
         ("scan.png", b"\x89PNG", "must end with one of"),
         ("empty.nii", b"", "is empty"),
     ],
@@ -214,7 +214,7 @@ def test_predict_paths_equals_predict_path_each(
     assert [o.content for o in batched] == [o.content for o in single]
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(b"garbage")
-    with pytest.raises(UserError, match="corrupt.nii.gz cannot be read"):
+    with pytest.raises(UserError, match="corrupt.nii.gz is not a whole gzip file"):
         vertical.predict_paths(model, [paths[0], corrupt, paths[1]])
 
 
