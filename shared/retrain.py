@@ -155,7 +155,8 @@ def _judge(
     bundles = Path(cfg.paths.bundles_dir)
     folder = bundles / vertical.name / trained.run_dir.name
     name = model_versions.free_bundle_name(store, vertical.name, folder)
-    packaged = write_bundle(trained.run_dir, bundles, vertical, name=name)
+    sign = cfg.get("sign") or {}
+    packaged = write_bundle(trained.run_dir, bundles, vertical, name=name, sign_key=sign.get("key"))
     tags = {
         holdout.TAG: str(scored_on.folder),
         holdout.DIGEST_TAG: scored_on.digest,

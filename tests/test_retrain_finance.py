@@ -279,3 +279,16 @@ def test_a_failure_after_registering_puts_the_registry_back(
     latest = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
     assert latest.info.status == "FAILED"
     assert latest.data.tags["verticals.retrain.decision"] == "failed"
+
+
+def test_a_retrain_signs_its_challenger_when_given_a_key(tmp_path: Path, capsys) -> None:
+    """`sign.key=`: the challenger's bundle is signed as `package` signs, so a server that
+    requires signatures takes the promoted version."""
+    from verticals.core.signing import keygen, verify_signature
+
+    private, public = keygen(tmp_path / "keys")
+    store = _champion_with_feedback(tmp_path, *changed_world(900, seed=9))
+    code = run_cli("retrain", "finance", f"paths.root_dir={tmp_path}", f"sign.key={private}")
+    assert code == 0, capsys.readouterr().out
+    challenger = model_versions.get_version(store, "finance", 2)
+    assert verify_signature(challenger.bundle, public)

@@ -489,7 +489,7 @@ def prediction_log(cfg: DictConfig) -> int:
     raise UserError(f"action={action!r}; expected prune or export")
 
 
-_NOT_TRAINING = ("retrain", "log", "paths", "tracking", "trainer", "monitor", "every",
+_NOT_TRAINING = ("retrain", "log", "paths", "tracking", "trainer", "monitor", "sign", "every",
                  "cycles", "on_drift", "feedback", "since", "until", "version", "bundle",
                  "output")  # fmt: skip
 
