@@ -250,6 +250,25 @@ class RetrainConfig:
 
 
 @dataclass
+class AutoscalingConfig:
+    """Ray Serve's replica bounds (`cluster=ray*`): set `min` and `max` to scale between
+    them on the requests each replica is working on; null: `serve.replicas`, fixed."""
+
+    min: int | None = None
+    max: int | None = None
+    target_ongoing_requests: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "min", ge=0)
+        check_ranges(self, "max", ge=1)
+        check_range(self, "target_ongoing_requests", gt=0)
+        if (self.min is None) != (self.max is None):
+            raise ConfigValueError("max" if self.max is None else "min", None, "both bounds")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ConfigValueError("min", self.min, f"at most max ({self.max})")
+
+
+@dataclass
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -282,14 +301,59 @@ class ServeConfig:
     require_signature: bool = False  # refuse a bundle whose manifest is not signed
     # the trusted public key (PEM) signatures are checked with; needed by require_signature
     public_key: str | None = None
+    # -- on a Ray cluster (cluster=ray_local or ray): Ray Serve runs the same app --
+    replicas: int = 1  # copies of the app behind one HTTP address
+    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.autoscaling, dict):  # from JSON (a worker's environment)
+            self.autoscaling = AutoscalingConfig(**self.autoscaling)
         check_range(self, "port", ge=0, le=65535)  # 0: any free port
+        check_range(self, "replicas", ge=1)
         check_ranges(self, "workers max_batch big_request_kib model_threads", ge=1)
         check_ranges(self, "max_records max_inflight", ge=1)
         check_range(self, "max_body_mb", gt=0)
         check_range(self, "batch_wait_ms", ge=0, le=1000)
         check_range(self, "reload_seconds", ge=0)
+
+
+class ClusterMode(StrEnum):
+    none = "none"  # this process (and serve.workers processes): no Ray
+    ray_local = "ray_local"  # an embedded Ray on this machine, started and stopped here
+    ray = "ray"  # join a running Ray cluster at cluster.address
+
+
+@dataclass
+class ClusterConfig:
+    """Where the heavy work runs: here, an embedded Ray, or a Ray cluster (`cluster=`)."""
+
+    mode: ClusterMode = ClusterMode.none
+    # ray: the cluster to join, "ray://head:10001" (Ray Client) or "head:6379" (GCS)
+    address: str | None = None
+    num_cpus: int | None = None  # ray_local: cores Ray may use; null: all of them
+    num_gpus: int | None = None  # ray_local: GPUs Ray may use; null: all visible
+    # ray_local: the address this Ray advertises; loopback keeps every Ray connection on
+    # this machine (Ray's own ports still listen on all interfaces, guarded by its token)
+    host: str = "127.0.0.1"
+    # training workers (Ray Train), batch-prediction actors (Ray Data)
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    # GPUs per training worker or actor; null: 1 when the cluster has GPUs, else 0
+    gpus_per_worker: float | None = None
+    # Ray's session files (logs, sockets, spilled objects); null: <paths.cache_dir>/ray
+    temp_dir: str | None = None
+    log_to_driver: bool = True  # workers' output shown here (Ray's own logs stay in files)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "workers num_cpus", ge=1)
+        check_range(self, "num_gpus", ge=0)
+        check_range(self, "cpus_per_worker", gt=0)
+        check_range(self, "gpus_per_worker", ge=0)
+        if self.mode == ClusterMode.ray and not self.address:
+            raise ConfigValueError(
+                "address", self.address, "the Ray cluster to join with cluster=ray, e.g. "
+                "cluster.address=ray://head:10001 (or cluster=ray_local for one on this machine)"
+            )  # fmt: skip
 
 
 def store_schema(group: str, node: Any, name: str = "schema") -> None:
@@ -305,6 +369,7 @@ def register_core_configs() -> None:
     store_schema("log", LogConfig)
     store_schema("monitor", MonitorConfig)
     store_schema("retrain", RetrainConfig)
+    store_schema("cluster", ClusterConfig)
 
 
 def check_config(cfg: DictConfig, prefix: str = "") -> None:

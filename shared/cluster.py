@@ -1,0 +1,221 @@
+"""Ray behind `cluster=`: connect to it quietly and offline, and stop what was started.
+
+`cluster=none` (the default) never imports Ray. `cluster=ray_local` starts an embedded Ray
+for one command and stops it after; `cluster=ray` joins a running cluster by address. The
+commands that scale out (train, predict, serve, sweeps) enter `session(cfg)` and then use
+Ray's own libraries: Ray Train (`cluster_fit`), Ray Data (`cluster_batch`), Ray Serve
+(`cluster_serve`) and Ray's joblib backend for Hydra's sweep jobs.
+
+What an embedded Ray would otherwise do on its own, and what stops it here:
+
+- usage statistics: `RAY_USAGE_STATS_ENABLED=0`;
+- a cloud-metadata probe (169.254.169.254) from its dashboard process, which the variable
+  does not stop: Ray skips it when `~/ray_bootstrap_config.yaml` names a provider, so Ray's
+  own processes start with a home folder under the session folder that holds one
+  (`provider: local`), while every task and actor gets the user's real home back;
+- addresses: this node advertises `cluster.host` (loopback), so no Ray connection leaves the
+  machine; the dashboard is off. Ray's core processes still listen on all interfaces (Ray
+  2.60 has no setting for it) and refuse calls without the session's token, which is kept
+  beside the session files (`auth_token`, mode 600), not in `~/.ray`;
+- files: sessions, logs and spilled objects under `<paths.cache_dir>/ray` (through a short
+  link under the system temporary folder when that path is too long for Ray's sockets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from verticals.core.errors import UserError
+from verticals.core.logs import get_logger
+
+log = get_logger("cluster")
+
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",  # never re-run workers through `uv run`
+}
+#: Set in every task of a sweep run on Ray: a job there trains in its own process, since
+#: the sweep already spreads the jobs over the cluster.
+IN_JOB_ENV = "VERTICALS_RAY_JOB"
+_SOCKET_ROOM = 44  # Ray's socket paths: <temp>/session_<time>_<pid>/sockets/plasma_store
+_BOOTSTRAP = "ray_bootstrap_config.yaml"
+
+
+def mode(cfg: DictConfig) -> str:
+    """`cfg.cluster.mode` as a word ("none" when the command has no cluster group)."""
+    cluster = cfg.get("cluster")
+    return "none" if cluster is None else str(cluster.mode)
+
+
+def import_ray() -> Any:
+    """Ray, or a `UserError` that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "cluster=ray_local and cluster=ray need Ray: pip install 'verticals[cluster]'"
+        ) from None
+    return ray
+
+
+def _connected() -> bool:
+    """Whether this process is connected to a Ray already (without importing Ray)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def in_ray_worker() -> bool:
+    """Whether this process is one of Ray's workers (a task or actor), not a driver."""
+    try:
+        import ray
+        from ray._private import worker
+    except ImportError:
+        return False
+    return ray.is_initialized() and worker.global_worker.mode == worker.WORKER_MODE
+
+
+def temp_root(cfg: DictConfig) -> Path:
+    """Where an embedded Ray keeps its session files: `cluster.temp_dir`, by default
+    `<paths.cache_dir>/ray`, as an absolute path."""
+    given = cfg.cluster.get("temp_dir") or Path(cfg.paths.cache_dir) / "ray"
+    return Path(given).expanduser().resolve()
+
+
+def _short(folder: Path) -> Path:
+    """`folder`, or a short link to it: Ray's unix sockets live inside it, and their paths
+    may not exceed 107 bytes."""
+    if len(str(folder)) <= _SOCKET_ROOM:
+        return folder
+    digest = hashlib.sha256(str(folder).encode()).hexdigest()[:10]
+    link = Path(tempfile.gettempdir()) / f"verticals-ray-{digest}"
+    if link.is_symlink() and link.resolve() == folder:
+        return link
+    link.unlink(missing_ok=True)
+    link.symlink_to(folder, target_is_directory=True)
+    return link
+
+
+def _ray_home(root: Path) -> Path:
+    """The home folder Ray's own processes start with: it names a provider, so Ray's
+    dashboard does not probe cloud metadata addresses."""
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / _BOOTSTRAP).write_text("# written by verticals: no cloud provider to probe\n"
+                                   "provider:\n  type: local\n")  # fmt: skip
+    return home
+
+
+def _own_token(root: Path) -> None:
+    """Token authentication for the embedded Ray with a token of its own, kept beside its
+    session files (mode 600): every Ray process and task reads it from there, whatever
+    home it runs with, and the user's `~/.ray` is left alone."""
+    path = root / "auth_token"
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+
+
+def quiet_environment() -> None:
+    """Turn off Ray's usage statistics and prompts in this process and its children."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+@contextmanager
+def session(cfg: DictConfig, env: dict[str, str] | None = None) -> Iterator[bool]:
+    """Ray connected as `cfg.cluster` says while the block runs; yields whether it is on.
+
+    `cluster=none`: nothing happens (False). Already connected (a task of a sweep, or a
+    caller's own `ray.init`): that connection is used and left open. `env`: variables for
+    every task and actor of this session, beside the user's home.
+    """
+    chosen = mode(cfg)
+    if chosen == "none":
+        yield False
+        return
+    c = cfg.cluster
+    root = temp_root(cfg)
+    if chosen == "ray_local" and not _connected():
+        root.mkdir(parents=True, exist_ok=True)
+        _own_token(root)  # before Ray reads its settings
+    ray = import_ray()
+    if ray.is_initialized():
+        yield True
+        return
+    quiet_environment()
+    runtime_env = {"env_vars": {"HOME": os.path.expanduser("~"), **QUIET_ENV, **(env or {})}}
+    common: dict[str, Any] = {
+        "logging_level": logging.WARNING,
+        "log_to_driver": bool(c.log_to_driver),
+        "runtime_env": runtime_env,
+    }
+    started = time.perf_counter()
+    if chosen == "ray_local":
+        home, saved = _ray_home(root), os.environ.get("HOME")
+        os.environ["HOME"] = str(home)  # Ray's own processes inherit it; tasks get runtime_env's
+        try:
+            ray.init(
+                num_cpus=c.num_cpus,
+                num_gpus=c.num_gpus,
+                include_dashboard=False,
+                _node_ip_address=str(c.host),
+                _temp_dir=str(_short(root)),
+                **common,
+            )
+        finally:
+            if saved is None:
+                os.environ.pop("HOME", None)
+            else:
+                os.environ["HOME"] = saved
+        where = f"an embedded Ray on {c.host} (files in {root})"
+    else:
+        try:
+            ray.init(address=str(c.address), **common)
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"cluster.address={c.address}: cannot join that Ray cluster ({first})"
+            ) from None
+        where = f"the Ray cluster at {c.address}"
+    resources = ray.cluster_resources()
+    log.info(
+        "Ray: %s, %d CPUs and %d GPUs, ready in %.1f s",
+        where,
+        int(resources.get("CPU", 0)),
+        int(resources.get("GPU", 0)),
+        time.perf_counter() - started,
+    )
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def gpus_per_worker(cfg: DictConfig) -> float:
+    """GPUs for each training worker or actor: `cluster.gpus_per_worker`, else one when
+    the connected cluster has any."""
+    given = cfg.cluster.get("gpus_per_worker")
+    if given is not None:
+        return float(given)
+    import ray
+
+    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
