@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -73,20 +74,19 @@ def import_ray() -> Any:
 
 def _connected() -> bool:
     """Whether this process is connected to a Ray already (without importing Ray)."""
-    import sys
-
     ray = sys.modules.get("ray")
     return ray is not None and ray.is_initialized()
 
 
 def in_ray_worker() -> bool:
     """Whether this process is one of Ray's workers (a task or actor), not a driver."""
-    try:
-        import ray
-        from ray._private import worker
-    except ImportError:
-        return False
-    return ray.is_initialized() and worker.global_worker.mode == worker.WORKER_MODE
+    import sys
+
+    if "ray" not in sys.modules:  # a Ray worker has imported Ray; importing it here would
+        return False  # fix Ray's settings before `session` could set them
+    from ray._private import worker
+
+    return sys.modules["ray"].is_initialized() and worker.global_worker.mode == worker.WORKER_MODE
 
 
 def temp_root(cfg: DictConfig) -> Path:
@@ -132,6 +132,10 @@ def _own_token(root: Path) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
     os.environ.pop("RAY_AUTH_TOKEN", None)
+    if "ray" in sys.modules:  # imported already: Ray read its settings then; again now
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def quiet_environment() -> None:

@@ -93,6 +93,21 @@ class CaseScores:
 
 
 @dataclass
+class Workers:
+    """Where this process stands in a fit spread over several (`cluster.workers`): its rank
+    among `size`, and what the engine hands it in `params` (LightGBM's network settings;
+    `devices`, the GPUs of a node). Rank 0, the chief, writes the run's files."""
+
+    rank: int
+    size: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chief(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
 class RunContext:
     """What a vertical gets from the core while it trains and evaluates."""
 
@@ -100,6 +115,8 @@ class RunContext:
     device: Device
     seed: int
     log: logging.Logger
+    #: None: one process; else this process's place among the fit's workers (`cluster=`)
+    workers: Workers | None = None
 
     @property
     def plots_dir(self) -> Path:
@@ -122,6 +139,12 @@ class Vertical(ABC):
     headline_metric: str = ""
     #: Whether a better model has a higher ("max") or lower ("min", an error) headline.
     headline_goal: str = "max"
+    #: How `cluster=ray_local|ray` trains it: "torch" (Ray Train's TorchTrainer: `fit` on
+    #: every worker, the core's torch loop in DDP), "lightgbm" (Ray Train's LightGBMTrainer:
+    #: `fit` on every worker with `ctx.workers.params`), "node" (the whole `fit` in one Ray
+    #: task holding a node's GPUs, for libraries with their own multi-GPU training), or
+    #: "none" (its library trains on one process: the fit runs as without a cluster).
+    scale_out: ClassVar[str] = "none"
 
     def register_configs(self) -> None:  # noqa: B027 - optional hook
         """Store the vertical's structured config schemas in Hydra's ConfigStore."""

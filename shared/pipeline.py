@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from verticals.core import reference, registry, run_tracking
+from verticals.core import cluster_fit, reference, registry, run_tracking
 from verticals.core.config import require_int
 from verticals.core.contract import RunContext, Splits, Vertical
 from verticals.core.device import resolve_device
@@ -89,7 +89,7 @@ def _train(
         splits = prepare(splits)
     log.info("data: %s", ", ".join(f"{k}={v}" for k, v in splits.info.items() if k != "schema"))
     tracker.loaded(splits)
-    model = vertical.fit(cfg, splits, ctx)
+    model = cluster_fit.fit(vertical, cfg, splits, ctx)  # vertical.fit, or on Ray
     fit_seconds = time.perf_counter() - started
     metrics = vertical.evaluate(model, splits.test, ctx)
     vertical.save(model, run_dir / "model")

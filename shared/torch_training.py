@@ -14,7 +14,11 @@ shape. The core does the rest the same way for every network:
 - writes `last.pt` after every epoch and `best.pt` on every improvement atomically (a
   temporary file in the same folder, then `os.replace`), keeping the one before as
   `previous.pt`, so a resume finds a complete checkpoint even if a file was cut short;
-- writes the run's `history.csv` (one row per model and epoch) after every epoch.
+- writes the run's `history.csv` (one row per model and epoch) after every epoch;
+- on several workers (`ctx.workers`, under Ray Train's TorchTrainer) trains in DDP: each
+  worker takes every size-th batch of an epoch (as many on every worker), gradients are
+  averaged, every worker validates the same way (so they stop together) and only the chief
+  writes checkpoints and history.
 
 torch is imported only inside functions: `verticals.core` imports on installs without it.
 """
@@ -310,6 +314,37 @@ class _Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _Share:
+    """Every `size`-th item of `items` from `rank`, `count` of them (a Sized iterable, so
+    the loop knows the steps of an epoch)."""
+
+    def __init__(self, items: Any, rank: int, size: int, count: int) -> None:
+        self.items, self.rank, self.size, self.count = items, rank, size, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Any:
+        import itertools
+
+        stop = self.rank + self.size * self.count
+        return itertools.islice(self.items, self.rank, stop, self.size)
+
+
+def _ddp(module: Any, device: Any) -> Any:
+    """`module` in DistributedDataParallel, in the process group Ray Train set up."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        raise UserError("ctx.workers is set but no torch process group is: train under Ray Train")
+    ids = [torch.cuda.current_device()] if device.is_cuda else None
+    # a network may leave parameters out of a step (traffic's baseline head): DDP must know
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=ids, find_unused_parameters=True
+    )
+
+
 class Trainer:
     """One network's training run: build (seeded), optimise, validate, checkpoint, resume.
 
@@ -340,8 +375,13 @@ class Trainer:
         self.ctx, self.name, self.settings, self.files = ctx, name, settings, files
         self.metric, self.loss_name, self.meta = metric, loss_name, dict(meta or {})
         self.device = torch.device(ctx.device.kind)
+        workers = ctx.workers if ctx.workers is not None and ctx.workers.size > 1 else None
+        self.workers, self.chief = workers, workers is None or workers.chief
         seed_torch(ctx.seed)
         self.module = build().to(self.device)
+        self.forward: Any = self.module  # what a training step calls: DDP's wrapper on workers
+        if workers is not None:
+            self.forward = _ddp(self.module, ctx.device)
         self.optimizer = optimizer(self.module.parameters())
         self.base_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
         fp16 = ctx.device.is_cuda and ctx.device.precision == "fp16"
@@ -419,8 +459,9 @@ class Trainer:
                 )
             # The new run folder gets this network's checkpoint and history too, so a run
             # that resumes this one finds it (instead of training it afresh).
-            self._checkpoint()
-            write_history(self.ctx.run_dir, self.name, p.history)
+            if self.chief:
+                self._checkpoint()
+                write_history(self.ctx.run_dir, self.name, p.history)
             return self._finish("done")
         started = time.perf_counter()
         elapsed0, steps_per_epoch = p.elapsed, None
@@ -428,14 +469,20 @@ class Trainer:
         stopped = "epochs"
         self.module.train()
         for epoch in range(p.epoch + 1, s.epochs + 1):
-            batches = hooks.batches(epoch)
+            batches = self._share(hooks.batches(epoch))
             if steps_per_epoch is None and isinstance(batches, Sized):
                 steps_per_epoch = max(1, len(batches))
             total = s.epochs * steps_per_epoch if steps_per_epoch else None
             if start_progress is None:
                 start_progress = min(1.0, p.step / total) if total else 0.0
             losses: list[float] = []
-            bar = tqdm(batches, desc=f"{self.name} {epoch}/{s.epochs}", unit="batch", leave=False)
+            bar = tqdm(
+                batches,
+                desc=f"{self.name} {epoch}/{s.epochs}",
+                unit="batch",
+                leave=False,
+                disable=not self.chief,
+            )
             out_of_time = False
             for batch in bar:
                 if hooks.lr_factor is not None:
@@ -444,7 +491,7 @@ class Trainer:
                         group["lr"] = lr * factor
                 losses.append(self._step(hooks, batch))
                 bar.set_postfix({self.loss_name: f"{losses[-1]:.3f}"})
-                if s.deadline is not None and time.perf_counter() >= s.deadline:
+                if s.deadline is not None and self._past(s.deadline):
                     out_of_time = True
                     break
             bar.close()
@@ -466,10 +513,9 @@ class Trainer:
             if improved:
                 p.best, p.best_epoch, p.stale = value, epoch, 0
                 self.best_state = {k: v.detach().cpu().clone() for k, v in self._weights()}
-                save_atomic(
-                    {"model": self.best_state, "epoch": epoch, "best": value, "name": self.name},
-                    self.files.best,
-                )
+                if self.chief:
+                    best = {"model": self.best_state, "epoch": epoch, "best": value}
+                    save_atomic({**best, "name": self.name}, self.files.best)
             elif value == value:  # a validation that did not improve
                 p.stale += 1
             shown = f", {self.metric} {value:.4f}" if value == value else ""
@@ -482,8 +528,9 @@ class Trainer:
                 shown,
                 row["seconds"],
             )
-            self._checkpoint()
-            write_history(self.ctx.run_dir, self.name, p.history)
+            if self.chief:
+                self._checkpoint()
+                write_history(self.ctx.run_dir, self.name, p.history)
             if out_of_time:
                 stopped = "budget"
                 log.info("%s: training budget reached in epoch %d; stopping", self.name, epoch)
@@ -510,7 +557,7 @@ class Trainer:
         import torch
 
         with autocast(self.ctx.device):
-            loss = hooks.loss(self.module, batch)
+            loss = hooks.loss(self.forward, batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.settings.grad_clip is not None:
@@ -520,6 +567,29 @@ class Trainer:
         self.scaler.update()
         self.progress.step += 1
         return float(loss.detach())
+
+    def _share(self, batches: Iterable[Any]) -> Iterable[Any]:
+        """This worker's batches of an epoch: every size-th from its rank, as many on every
+        worker (DDP waits for all at each step); all of them on one process."""
+        if self.workers is None:
+            return batches
+        listed = batches if isinstance(batches, Sized) else list(batches)
+        rank, size = self.workers.rank, self.workers.size
+        each = len(listed) // size
+        return _Share(listed, rank, size, each)
+
+    def _past(self, deadline: float) -> bool:
+        """Whether the deadline has passed: on workers, for any of them, so all stop at the
+        same step (one would otherwise wait for the others forever)."""
+        late = time.perf_counter() >= deadline
+        if self.workers is None:
+            return late
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if late else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
 
     def _validate(self, hooks: Hooks) -> float:
         import torch

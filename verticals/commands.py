@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from verticals.core import auth, model_versions, pipeline, registry, run_tracking
+from verticals.core import auth, cluster, model_versions, pipeline, registry, run_tracking
 from verticals.core.bundle import bundle_name, load_bundle, write_bundle
 from verticals.core.config import ServeConfig, require_int
 from verticals.core.contract import FileVertical
@@ -265,6 +265,12 @@ def serve(cfg: DictConfig) -> None:
     print(f"prediction log: {logged.describe() if logged else 'off (log=off)'}")
     tokens = auth.Tokens(Path(settings.tokens_file), os.environ.get(auth.ENV))
     print(f"authentication: {tokens.describe()} ({settings.tokens_file})")
+    if cluster.mode(cfg) != "none":  # the same app, as Ray Serve replicas
+        from verticals.core.cluster_serve import run_on_ray
+
+        with cluster.session(cfg):
+            run_on_ray(bundle, settings, follow=follow, prediction_log=logged)
+        return
     run_server(bundle, settings, follow=follow, prediction_log=logged)
 
 
@@ -291,15 +297,23 @@ def predict(cfg: DictConfig) -> int:
 
     source, target = cfg.input, cfg.output  # settings first: cheap to check, no model loaded
     batch_size = require_int(cfg.batch_size, "batch_size", minimum=1)
+    keep = cfg.keep_columns
+    keep = [keep] if isinstance(keep, str) else list(keep or [])  # keep_columns=id works too
     bundle = load_bundle(_bundle_dir(cfg))
     journal = _batch_log(cfg, bundle)
+    if cluster.mode(cfg) != "none":  # the bundle mapped over Ray Data's actors
+        from verticals.core.cluster_batch import predict_on_ray
+
+        with cluster.session(cfg):
+            count = predict_on_ray(cfg, bundle, source, target, batch_size, keep, journal)
+        print(f"{cfg.vertical}: {count} inputs with {bundle.model_version} on Ray -> {target}")
+        _logged(journal)
+        return count
     if isinstance(bundle.vertical, FileVertical):
         table = predict_folder(bundle, source, target, journal=journal)
         print(f"{cfg.vertical}: {len(table)} inputs with {bundle.model_version} -> {target}")
         _logged(journal)
         return len(table)
-    keep = cfg.keep_columns
-    keep = [keep] if isinstance(keep, str) else list(keep or [])  # keep_columns=id works too
     rows = predict_file(bundle, source, target, batch_size, keep, journal=journal)
     print(f"{cfg.vertical}: scored {rows} rows with {bundle.model_version} -> {target}")
     _logged(journal)

@@ -35,8 +35,21 @@ def vertical_overrides(vertical: str) -> list[str]:
     return [f"vertical={vertical}", f"hydra.searchpath=['file://{path}']"]  # quoted: any path
 
 
+def _find_launcher() -> None:
+    """Let Hydra find the suite's launcher (`hydra/launcher=ray_jobs`) from a source
+    checkout: an editable install maps `hydra_plugins.verticals_ray_jobs` to
+    shared/hydra_plugins/, which Hydra's scan of its namespace does not see (a wheel installs
+    it inside the namespace)."""
+    import hydra_plugins
+
+    folder = Path(__file__).resolve().parent.parent / "shared" / "hydra_plugins"
+    if (folder / "verticals_ray_jobs").is_dir() and str(folder) not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(str(folder))
+
+
 def register_configs(vertical: str) -> None:
     """Store the core's and `vertical`'s structured-config schemas in the ConfigStore."""
+    _find_launcher()
     register_core_configs()
     registry.get(vertical).register_configs()
 

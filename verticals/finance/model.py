@@ -125,7 +125,15 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     params = lightgbm_params(cfg.model, schema, train.y, ctx.seed)
     lgb.register_logger(ctx.log)
     categorical = list(schema.categorical)
-    dtrain = lgb.Dataset(train.X, train.y, categorical_feature=categorical, free_raw_data=False)
+    X, y = train.X, train.y
+    workers = ctx.workers
+    if workers is not None and workers.size > 1:  # cluster=: LightGBM's data-parallel learner
+        # every worker its share of the rows; all validate on the same split, so the early
+        # stopping of each is the same and the chief's booster is the model
+        X, y = X.iloc[workers.rank :: workers.size], y[workers.rank :: workers.size]
+        params.update(workers.params, tree_learner="data", pre_partition=True)
+        ctx.log.info("LightGBM data-parallel: %d of %d rows on this worker", len(y), len(train.y))
+    dtrain = lgb.Dataset(X, y, categorical_feature=categorical, free_raw_data=False)
     dval = lgb.Dataset(val.X, val.y, categorical_feature=categorical, reference=dtrain)
     device = "cpu"
     if ctx.device.is_cuda:

@@ -16,6 +16,7 @@ class FinanceVertical(RecordVertical):
     name = "finance"
     title = "Credit-default risk scoring (LightGBM)"
     headline_metric = "roc_auc"
+    scale_out = "lightgbm"  # cluster=: LightGBM's data-parallel learner on Ray Train
 
     register_configs = staticmethod(config.register)
     load_data = staticmethod(data.load_splits)

@@ -82,7 +82,7 @@ def train_args(cfg: DictConfig, splits: Splits, ctx: RunContext) -> dict[str, An
         amp = "bf16"  # ultralytics' own bf16 autocast (no loss scaling)
     args.update(
         data=str(Path(splits.train.yaml).resolve()),
-        device=0 if device.is_cuda else "cpu",
+        device=_devices(ctx) if device.is_cuda else "cpu",
         amp=amp,
         seed=ctx.seed,
         deterministic=True,
@@ -173,3 +173,10 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> DefectModel:
         inspection=inspection,
         device="cuda" if ctx.device.is_cuda else "cpu",
     )
+
+
+def _devices(ctx: RunContext) -> int | list[int]:
+    """The GPU ultralytics trains on, or all of a node's (cluster=: ultralytics' own DDP
+    over them, in the Ray task that holds them; Ray numbers them from 0 in the task)."""
+    given = (ctx.workers.params.get("devices") or []) if ctx.workers is not None else []
+    return list(range(len(given))) if len(given) > 1 else 0

@@ -32,6 +32,7 @@ class ManufacturingVertical(FileVertical):
     name = "manufacturing"
     title = "Visual defect detection (ultralytics YOLO)"
     headline_metric = "map50"
+    scale_out = "node"  # cluster=: ultralytics' own multi-GPU DDP inside one Ray task
     input_suffixes = IMAGE_SUFFIXES
 
     register_configs = staticmethod(config.register)

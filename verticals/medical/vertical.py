@@ -32,6 +32,7 @@ class MedicalVertical(FileVertical):
     name = "medical"
     title = "3D medical image segmentation (MONAI)"
     headline_metric = "dice_mean"
+    scale_out = "torch"  # cluster=: Ray Train's TorchTrainer (DDP) around the core's loop
     input_suffixes = (".nii.gz", ".nii")
     # Feedback is a corrected mask; Dice against it needs the predicted mask, so keep it.
     outcome_file = "mask"

@@ -34,6 +34,7 @@ class TrafficVertical(RecordVertical):
     title = "Traffic forecasting on a road-sensor graph (Graph WaveNet)"
     headline_metric = "mae_60min"
     headline_goal = "min"
+    scale_out = "torch"  # cluster=: Ray Train's TorchTrainer (DDP) around the core's loop
     group_column: ClassVar[str | None] = "window"
     # readings, not windows: 333 windows of the 30-sensor demo, 48 of METR-LA's 207 sensors
     reference_size: ClassVar[int] = 10_000
