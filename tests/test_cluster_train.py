@@ -1,0 +1,76 @@
+"""Training on a local Ray with 2 workers (`cluster=ray_local cluster.workers=2`).
+
+Finance trains with LightGBM's data-parallel learner under Ray Train's LightGBMTrainer,
+traffic with the core's torch loop in DDP under Ray Train's TorchTrainer. Each gives a run
+folder like a local run, whose bundle loads and scores the test split exactly as the run
+did, within a stated tolerance of the single-process run (`tiny`: the same config without
+a cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import compose
+from verticals.core import cluster, pipeline
+from verticals.core.bundle import load_bundle, write_bundle
+from verticals.core.contract import RunContext
+from verticals.core.device import resolve_device
+
+# How far a 2-worker run may land from the single-process one on the same data. LightGBM's
+# data-parallel learner bins each worker's rows and DDP halves the steps of an epoch (each
+# worker a half of the batches, gradients averaged), so the models differ, not the quality.
+TOLERANCE = {"finance": ("roc_auc", 0.02), "traffic": ("mae_60min", 0.15)}
+
+
+@pytest.fixture(scope="module")
+def ray_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One embedded Ray (2 CPUs) for the module: each training joins it."""
+    root = tmp_path_factory.mktemp("ray-train")
+    cfg = compose("train", "finance", [f"paths.root_dir={root}", "cluster=ray_local",
+                                       "cluster.num_cpus=2"])  # fmt: skip
+    with cluster.session(cfg):
+        yield root
+
+
+@pytest.mark.parametrize("vertical", ["finance", "traffic"])
+def test_two_workers_train_a_bundle_like_one_process(vertical: str, ray_root: Path, tiny) -> None:
+    single, _ = tiny(vertical)
+    root = ray_root / vertical
+    cfg = compose("train", vertical, [f"paths.root_dir={root}", "trainer.device=cpu", "debug=fast",
+                                      "tracking=none", "cluster=ray_local",
+                                      "cluster.workers=2"])  # fmt: skip
+    run = pipeline.train(cfg)
+
+    # Ray Train's records and the chief's checkpoint sit in the run folder
+    assert list((run.run_dir / "ray-train").glob("checkpoint_*/model")), "no checkpoint in run"
+    if vertical == "traffic":  # the chief alone writes the torch loop's files: one row an epoch
+        history = pd.read_csv(run.run_dir / "history.csv")
+        assert not history.duplicated(["model", "epoch"]).any()
+        assert (run.run_dir / "checkpoints").is_dir()
+
+    name, tolerance = TOLERANCE[vertical]
+    ours, theirs = run.metrics[name], single.metrics[name]
+    bound = tolerance if vertical == "finance" else tolerance * theirs
+    assert abs(ours - theirs) <= bound, f"{name}: 2 workers {ours:.4f}, one process {theirs:.4f}"
+
+    # the bundle scores the test split exactly as the run did
+    bundle = load_bundle(write_bundle(run.run_dir, root / "bundles"))
+    ctx = RunContext(root / "eval", resolve_device("cpu"), 42, logging.getLogger("test"))
+    again = bundle.vertical.evaluate(bundle.model, run.splits.test, ctx)
+    assert again[name] == pytest.approx(run.metrics[name], rel=1e-9, abs=1e-12)
+
+
+def test_a_vertical_without_a_distributed_learner_trains_as_before(ray_root: Path) -> None:
+    """retail (implicit) trains on one process: cluster= changes nothing but the log line."""
+    root = ray_root / "retail"
+    base = [f"paths.root_dir={root}", "trainer.device=cpu", "debug=fast", "tracking=none"]
+    here = pipeline.train(compose("train", "retail", base))
+    there = pipeline.train(compose("train", "retail", [*base, "cluster=ray_local"]))
+    assert there.metrics == here.metrics
+    assert "cluster= does not change its training" in (there.run_dir / "train.log").read_text()
