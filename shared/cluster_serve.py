@@ -110,7 +110,7 @@ def run_on_ray(
 
     if prediction_log is not None:  # migrated once; an unreachable database stops it here
         PredictionLog(prediction_log).close()
-    port = _port(settings.host, settings.port)
+    port = free_port(settings.host, settings.port)
     name = f"verticals-{bundle.vertical.name}"
     ours = not _serve_running()
     metrics_dir = Path(tempfile.mkdtemp(prefix="verticals-metrics-"))
@@ -317,7 +317,7 @@ def _quiet_driver() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _port(host: str, port: int) -> int:
+def free_port(host: str, port: int) -> int:
     """`port` once it is free on `host` (a `UserError` if taken, before Ray Serve's proxy
     fails with a wall of tracebacks), or a free one for `serve.port=0` (Serve needs a
     number)."""

@@ -266,8 +266,9 @@ def serve(cfg: DictConfig) -> None:
     tokens = auth.Tokens(Path(settings.tokens_file), os.environ.get(auth.ENV))
     print(f"authentication: {tokens.describe()} ({settings.tokens_file})")
     if cluster.mode(cfg) != "none":  # the same app, as Ray Serve replicas
-        from verticals.core.cluster_serve import run_on_ray
+        from verticals.core.cluster_serve import free_port, run_on_ray
 
+        settings.port = free_port(settings.host, settings.port)  # before Ray's seconds of start
         with cluster.session(cfg):
             run_on_ray(bundle, settings, follow=follow, prediction_log=logged)
         return
