@@ -15,15 +15,17 @@ that call. Otherwise:
 
 The splits travel once through Ray's object store. The chief's model comes back as a Ray
 Train checkpoint under `<run>/ray-train/` (or, from a task, as the saved model's files),
-is loaded with `vertical.load`, and the pipeline goes on exactly as after a local fit:
-evaluation, the saved model, the card, tracking. Checkpoints and history of the torch loop
-are written by the chief into the run folder (on one machine, or a shared file system).
+is put in `<run>/ray-train/chief/model` and loaded from there with `vertical.load`; the
+pipeline goes on exactly as after a local fit: evaluation, the saved model, the card,
+tracking. Checkpoints and history of the torch loop are written by the chief into the run
+folder (on one machine, or a shared file system).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
 import sys
 import tarfile
@@ -41,6 +43,7 @@ from verticals.core.errors import UserError
 from verticals.core.seeding import seed_everything
 
 TRAIN_DIR = "ray-train"  # Ray Train's own records and the chief's checkpoint, in the run
+CHIEF = "chief"  # <run>/ray-train/chief/model: the model the chief trained, as loaded
 
 
 def fit(vertical: Vertical, cfg: DictConfig, splits: Splits, ctx: RunContext) -> Any:
@@ -71,7 +74,14 @@ def _payload(vertical: Vertical, cfg: DictConfig, splits: Splits, ctx: RunContex
     import ray
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-    return ray.put((vertical.name, plain, splits, str(ctx.run_dir), ctx.seed))
+    return ray.put((vertical.name, plain, splits, str(ctx.run_dir), ctx.seed, os.getcwd()))
+
+
+def _here(folder: str) -> None:
+    """Work in the driver's folder, where the config's and the splits' relative paths
+    start (Ray starts its workers elsewhere); a node without that folder stays put."""
+    if Path(folder).is_dir():
+        os.chdir(folder)
 
 
 def _ray_train(
@@ -107,8 +117,10 @@ def _ray_train(
         raise UserError(f"{vertical.name}: distributed training failed: {_cause(exc)}") from exc
     if result.checkpoint is None:
         raise UserError(f"{vertical.name}: the training workers returned no model")
-    with result.checkpoint.as_directory() as folder:
-        return vertical.load(Path(folder) / "model")
+    # into the run folder to stay: a loaded model may read its files later (the pipeline
+    # saves it again from them), and a checkpoint on remote storage comes down here
+    folder = result.checkpoint.to_directory(str(ctx.run_dir / TRAIN_DIR / CHIEF))
+    return vertical.load(Path(folder) / "model")
 
 
 def _cause(exc: BaseException) -> str:
@@ -140,7 +152,8 @@ def _train_loop(config: dict[str, Any]) -> None:
     import ray
     import ray.train
 
-    name, plain, splits, run_dir, seed = ray.get(config["payload"])
+    name, plain, splits, run_dir, seed, cwd = ray.get(config["payload"])
+    _here(cwd)
     cfg = OmegaConf.create(plain)
     vertical = registry.get(name)
     here = ray.train.get_context()
@@ -181,20 +194,19 @@ def _on_node(vertical: Vertical, cfg: DictConfig, splits: Splits, ctx: RunContex
         packed = ray.get(task.remote(_payload(vertical, cfg, splits, ctx)))
     except Exception as exc:
         raise UserError(f"{vertical.name}: training on the Ray node failed: {_cause(exc)}") from exc
-    folder = Path(tempfile.mkdtemp(prefix="verticals-fit-"))
-    try:
-        with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
-            tar.extractall(folder, filter="data")
-        return vertical.load(folder / "model")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    folder = ctx.run_dir / TRAIN_DIR / CHIEF  # to stay, as above
+    shutil.rmtree(folder, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
+        tar.extractall(folder, filter="data")
+    return vertical.load(folder / "model")
 
 
 def _node_fit(payload: Any) -> bytes:
     """The whole fit in a Ray task; the saved model comes back as a tar of its files."""
     import ray
 
-    name, plain, splits, run_dir, seed = payload
+    name, plain, splits, run_dir, seed, cwd = payload
+    _here(cwd)
     cfg = OmegaConf.create(plain)
     vertical = registry.get(name)
     devices = [int(i) for i in ray.get_gpu_ids()]
