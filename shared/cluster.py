@@ -152,10 +152,22 @@ def session(cfg: DictConfig, env: dict[str, str] | None = None) -> Iterator[bool
     caller's own `ray.init`): that connection is used and left open. `env`: variables for
     every task and actor of this session, beside the user's home.
     """
+    started = connect(cfg, env)
+    try:
+        yield mode(cfg) != "none"
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
+    """Connect to Ray as `cfg.cluster` says, unless this process is connected already or
+    the mode is none; whether this call connected (the caller then shuts Ray down)."""
     chosen = mode(cfg)
     if chosen == "none":
-        yield False
-        return
+        return False
     c = cfg.cluster
     root = temp_root(cfg)
     if chosen == "ray_local" and not _connected():
@@ -163,8 +175,7 @@ def session(cfg: DictConfig, env: dict[str, str] | None = None) -> Iterator[bool
         _own_token(root)  # before Ray reads its settings
     ray = import_ray()
     if ray.is_initialized():
-        yield True
-        return
+        return False
     quiet_environment()
     runtime_env = {"env_vars": {"HOME": os.path.expanduser("~"), **QUIET_ENV, **(env or {})}}
     common: dict[str, Any] = {
@@ -208,10 +219,7 @@ def session(cfg: DictConfig, env: dict[str, str] | None = None) -> Iterator[bool
         int(resources.get("GPU", 0)),
         time.perf_counter() - started,
     )
-    try:
-        yield True
-    finally:
-        ray.shutdown()
+    return True
 
 
 def gpus_per_worker(cfg: DictConfig) -> float:

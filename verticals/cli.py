@@ -6,10 +6,9 @@ A user error prints one line and exits 2; a full traceback only with HYDRA_FULL_
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 USAGE = """\
@@ -196,30 +195,9 @@ def _run_hydra(command: str, vertical: str, args: Sequence[str]) -> Any:
         *flags,
     ]
     try:
-        if "-m" not in flags and "--multirun" not in flags:
-            return main()
-        with _sweep_cluster(command, vertical, overrides):
-            return main()
+        return main()
     finally:
         sys.argv = saved
-
-
-_WHERE = ("cluster", "paths")
-
-
-@contextlib.contextmanager
-def _sweep_cluster(command: str, vertical: str, overrides: list[str]) -> Iterator[None]:
-    """A sweep (`-m`) with `cluster=ray_local|ray`: Ray connected before Hydra's launcher
-    starts; the cluster config selects `hydra/launcher=ray_jobs`, which runs each job as a
-    Ray task (where it trains on one process: the sweep is what spreads)."""
-    from verticals.configs import compose
-    from verticals.core import cluster
-
-    # only what says where Ray runs: the swept values are not single values yet
-    where = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in _WHERE]
-    cfg = compose(command, vertical, where)
-    with cluster.session(cfg):
-        yield
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,6 +10,7 @@ config, output folder and logging as Hydra sets them up) and only changes where 
 # no `from __future__ import annotations`: Hydra runs this module outside sys.modules while
 # it scans, and dataclasses then cannot read string annotations
 
+import atexit
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,8 +60,13 @@ class RayJobsLauncher(Launcher):
         setup_globals()
         assert self.config is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        if not ray.is_initialized():
-            raise RuntimeError("hydra/launcher=ray_jobs needs Ray: choose cluster=ray_local or ray")
+        if not ray.is_initialized():  # once per sweep, however many batches a sweeper sends
+            from verticals.core import cluster
+
+            if cluster.mode(self.config) == "none":
+                raise RuntimeError("hydra/launcher=ray_jobs runs on Ray: add cluster=ray_local")
+            if cluster.connect(self.config):
+                atexit.register(ray.shutdown)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info("Ray: launching %d jobs, sweep output dir %s", len(job_overrides), sweep_dir)
