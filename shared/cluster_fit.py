@@ -13,12 +13,14 @@ that call. Otherwise:
 - "node": the whole `vertical.fit` in one Ray task that holds `cluster.workers` GPUs of one
   node (`ctx.workers.params["devices"]`), for libraries with their own multi-GPU training.
 
-The splits travel once through Ray's object store. The chief's model comes back as a Ray
-Train checkpoint under `<run>/ray-train/` (or, from a task, as the saved model's files),
-is put in `<run>/ray-train/chief/model` and loaded from there with `vertical.load`; the
-pipeline goes on exactly as after a local fit: evaluation, the saved model, the card,
-tracking. Checkpoints and history of the torch loop are written by the chief into the run
-folder (on one machine, or a shared file system).
+The splits travel through Ray's object store, each worker's share of them
+(`vertical.share`: finance's workers each get their rows of the training table). The
+chief's model comes back as a Ray Train checkpoint under `<run>/ray-train/` (or, from a
+task, as the saved model's files), is put in `<run>/ray-train/chief/model` and loaded from
+there with `vertical.load`; the pipeline goes on exactly as after a local fit: evaluation,
+the saved model, the card, tracking. Checkpoints and history of the torch loop are written
+by the chief into the run folder (on one machine, or a shared file system). The driver
+still reads the data once, as without a cluster: its test split is scored there.
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ def _payload(vertical: Vertical, cfg: DictConfig, splits: Splits, ctx: RunContex
     return ray.put((vertical.name, plain, splits, str(ctx.run_dir), ctx.seed, os.getcwd()))
 
 
+def _payloads(
+    vertical: Vertical, cfg: DictConfig, splits: Splits, ctx: RunContext, size: int
+) -> list[Any]:
+    """One object per worker, holding its share of the splits (`vertical.share`)."""
+    return [
+        _payload(vertical, cfg, vertical.share(splits, Workers(rank, size)), ctx)
+        for rank in range(size)
+    ]
+
+
 def _here(folder: str) -> None:
     """Work in the driver's folder, where the config's and the splits' relative paths
     start (Ray starts its workers elsewhere); a node without that folder stays put."""
@@ -105,7 +117,7 @@ def _ray_train(
     )
     trainer = RayTrainer(
         _train_loop,
-        train_loop_config={"payload": _payload(vertical, cfg, splits, ctx), "how": how},
+        train_loop_config={"payloads": _payloads(vertical, cfg, splits, ctx, workers), "how": how},
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker
         ),
@@ -152,11 +164,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     import ray
     import ray.train
 
-    name, plain, splits, run_dir, seed, cwd = ray.get(config["payload"])
+    here = ray.train.get_context()
+    name, plain, splits, run_dir, seed, cwd = ray.get(config["payloads"][here.get_world_rank()])
     _here(cwd)
     cfg = OmegaConf.create(plain)
     vertical = registry.get(name)
-    here = ray.train.get_context()
     params: dict[str, Any] = {}
     if config["how"] == "lightgbm":
         from ray.train.lightgbm import get_network_params

@@ -164,6 +164,13 @@ class Vertical(ABC):
     def fit(self, cfg: DictConfig, splits: Splits, ctx: RunContext) -> Any:
         """Train a model on `splits.train` (early-stopping on `splits.val`)."""
 
+    def share(self, splits: Splits, workers: Workers) -> Splits:
+        """What one worker of a fit spread over several (`cluster=`) gets of `splits`: by
+        default all of them (a torch loop shares its batches itself); a vertical whose
+        learner takes a share of the rows (finance) returns that share, so no worker holds
+        the whole training table."""
+        return splits
+
     @abstractmethod
     def evaluate(self, model: Any, data: Any, ctx: RunContext | None = None) -> dict[str, float]:
         """Plain-float metrics on `data`; plots go to `ctx.plots_dir` when ctx is given."""

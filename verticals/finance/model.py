@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from verticals.core.contract import RunContext, Splits
+from verticals.core.contract import RunContext, Splits, Workers
 from verticals.core.errors import UserError
 from verticals.finance import scorecard, single_row
 from verticals.finance.config import ClassWeight, ScorecardConfig, StoppingMetric
-from verticals.finance.data import FeatureSchema, to_matrix
+from verticals.finance.data import FeatureSchema, Part, to_matrix
 from verticals.finance.metrics import score_bins
 
 MODEL_FILE = "lightgbm.txt"
@@ -122,18 +122,18 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     schema: FeatureSchema = splits.info["schema"]
     train, val = splits.train, splits.val
     card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))  # checked
-    params = lightgbm_params(cfg.model, schema, train.y, ctx.seed)
+    counts = splits.info.get("train_y")  # a worker's share: the whole table's classes
+    y_all = np.repeat([0, 1], counts) if counts else train.y
+    params = lightgbm_params(cfg.model, schema, y_all, ctx.seed)
     lgb.register_logger(ctx.log)
     categorical = list(schema.categorical)
-    X, y = train.X, train.y
     workers = ctx.workers
     if workers is not None and workers.size > 1:  # cluster=: LightGBM's data-parallel learner
-        # every worker its share of the rows; all validate on the same split, so the early
+        # `share` gave each worker its rows; all validate on the same split, so the early
         # stopping of each is the same and the chief's booster is the model
-        X, y = X.iloc[workers.rank :: workers.size], y[workers.rank :: workers.size]
         params.update(workers.params, tree_learner="data", pre_partition=True)
-        ctx.log.info("LightGBM data-parallel: %d of %d rows on this worker", len(y), len(train.y))
-    dtrain = lgb.Dataset(X, y, categorical_feature=categorical, free_raw_data=False)
+        ctx.log.info("LightGBM data-parallel: %d training rows on this worker", len(train.y))
+    dtrain = lgb.Dataset(train.X, train.y, categorical_feature=categorical, free_raw_data=False)
     dval = lgb.Dataset(val.X, val.y, categorical_feature=categorical, reference=dtrain)
     device = "cpu"
     if ctx.device.is_cuda:
@@ -266,3 +266,14 @@ def load(directory: Path) -> FinanceModel:
         best_iteration=int(meta["best_iteration"]),
         lightgbm_device=meta["lightgbm_device"],
     )
+
+
+def share(splits: Splits, workers: Workers) -> Splits:
+    """A worker's share of the training rows (every size-th, from its rank), for LightGBM's
+    data-parallel learner; validation and test stay whole."""
+    train = splits.train
+    rows = slice(workers.rank, None, workers.size)
+    part = Part(train.X.iloc[rows], train.y[rows], train.extra.iloc[rows])
+    # the whole table's classes, so `class_weight=balanced` weighs alike on every worker
+    info = {**splits.info, "train_y": np.bincount(train.y, minlength=2).tolist()}
+    return Splits(part, splits.val, splits.test, info)

@@ -21,6 +21,7 @@ class FinanceVertical(RecordVertical):
     register_configs = staticmethod(config.register)
     load_data = staticmethod(data.load_splits)
     fit = staticmethod(model.fit)
+    share = staticmethod(model.share)
     evaluate = staticmethod(evaluation.evaluate)
     save = staticmethod(model.save)
     load = staticmethod(model.load)
