@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/tracking.py
 	$(BIN)/python benchmarks/predlog.py
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf runs bundles cache predlog monitoring
