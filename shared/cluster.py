@@ -4,7 +4,7 @@
 for one command and stops it after; `cluster=ray` joins a running cluster by address. The
 commands that scale out (train, predict, serve, sweeps) enter `session(cfg)` and then use
 Ray's own libraries: Ray Train (`cluster_fit`), Ray Data (`cluster_batch`), Ray Serve
-(`cluster_serve`) and Ray's joblib backend for Hydra's sweep jobs.
+(`cluster_serve`) and the suite's Hydra launcher for sweep jobs (`hydra/launcher=ray_jobs`).
 
 What an embedded Ray would otherwise do on its own, and what stops it here:
 
@@ -13,10 +13,10 @@ What an embedded Ray would otherwise do on its own, and what stops it here:
   does not stop: Ray skips it when `~/ray_bootstrap_config.yaml` names a provider, so Ray's
   own processes start with a home folder under the session folder that holds one
   (`provider: local`), while every task and actor gets the user's real home back;
-- addresses: this node advertises `cluster.host` (loopback), so no Ray connection leaves the
-  machine; the dashboard is off. Ray's core processes still listen on all interfaces (Ray
-  2.60 has no setting for it) and refuse calls without the session's token, which is kept
-  beside the session files (`auth_token`, mode 600), not in `~/.ray`;
+- addresses: with `cluster.host` on loopback (the default), Ray runs in its single-machine
+  mode, in which every Ray process listens on 127.0.0.1 only and advertises it, so no Ray
+  connection leaves the machine; the dashboard is off; calls need the session's token,
+  kept beside the session files (`auth_token`, mode 600), not in `~/.ray`;
 - files: sessions, logs and spilled objects under `<paths.cache_dir>/ray` (through a short
   link under the system temporary folder when that path is too long for Ray's sockets).
 """
@@ -48,9 +48,6 @@ QUIET_ENV = {
     "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",  # never re-run workers through `uv run`
 }
-#: Set in every task of a sweep run on Ray: a job there trains in its own process, since
-#: the sweep already spreads the jobs over the cluster.
-IN_JOB_ENV = "VERTICALS_RAY_JOB"
 _SOCKET_ROOM = 44  # Ray's socket paths: <temp>/session_<time>_<pid>/sockets/plasma_store
 _BOOTSTRAP = "ray_bootstrap_config.yaml"
 
@@ -129,6 +126,7 @@ def _own_token(root: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32))
+    path.chmod(0o600)
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
     os.environ.pop("RAY_AUTH_TOKEN", None)
@@ -136,6 +134,23 @@ def _own_token(root: Path) -> None:
         from ray._raylet import Config
 
         Config.initialize("")
+
+
+def _on_loopback(host: str) -> None:
+    """An embedded Ray on loopback: Ray's single-machine mode (its default on macOS and
+    Windows), in which every Ray process binds and advertises 127.0.0.1 (on Linux Ray
+    otherwise listens on all interfaces and turns a loopback `_node_ip_address` into the
+    machine's address). Another `cluster.host` is advertised as given, for nodes to join."""
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0" if loopback else "1"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # imported already: the module read the variable then
+        constants.ENABLE_RAY_CLUSTER = not loopback
 
 
 def quiet_environment() -> None:
@@ -172,12 +187,16 @@ def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
     root = temp_root(cfg)
     if chosen == "ray_local" and not _connected():
         root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o700)  # Ray's logs and sockets: this user's only
         _own_token(root)  # before Ray reads its settings
+        _on_loopback(str(c.host))
     ray = import_ray()
     if ray.is_initialized():
         return False
     quiet_environment()
-    runtime_env = {"env_vars": {"HOME": os.path.expanduser("~"), **QUIET_ENV, **(env or {})}}
+    # tasks get the user's home back (Ray's own processes start with ours, on this machine)
+    home = {"HOME": os.path.expanduser("~")} if chosen == "ray_local" else {}
+    runtime_env = {"env_vars": {**home, **QUIET_ENV, **(env or {})}}
     common: dict[str, Any] = {
         "logging_level": logging.WARNING,
         "log_to_driver": bool(c.log_to_driver),
@@ -189,6 +208,7 @@ def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
         os.environ["HOME"] = str(home)  # Ray's own processes inherit it; tasks get runtime_env's
         try:
             ray.init(
+                address="local",  # a Ray of its own, whatever RAY_ADDRESS says
                 num_cpus=c.num_cpus,
                 num_gpus=c.num_gpus,
                 include_dashboard=False,
@@ -196,6 +216,8 @@ def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
                 _temp_dir=str(_short(root)),
                 **common,
             )
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+            raise UserError(f"cluster=ray_local: Ray did not start ({_first_line(exc)})") from None
         finally:
             if saved is None:
                 os.environ.pop("HOME", None)
@@ -206,9 +228,8 @@ def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
         try:
             ray.init(address=str(c.address), **common)
         except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(
-                f"cluster.address={c.address}: cannot join that Ray cluster ({first})"
+                f"cluster.address={c.address}: cannot join that Ray cluster ({_first_line(exc)})"
             ) from None
         where = f"the Ray cluster at {c.address}"
     resources = ray.cluster_resources()
@@ -222,12 +243,41 @@ def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
     return True
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def gpus_per_worker(cfg: DictConfig) -> float:
     """GPUs for each training worker or actor: `cluster.gpus_per_worker`, else one when
     the connected cluster has any."""
     given = cfg.cluster.get("gpus_per_worker")
     if given is not None:
         return float(given)
+    trainer = cfg.get("trainer")
+    if trainer is not None and str(trainer.device) == "cpu":
+        return 0.0  # asked for the CPU: no GPU held (and gloo, not NCCL)
     import ray
 
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+
+
+def check_fits(cfg: DictConfig, what: str, workers: int, cpus: float, gpus: float) -> None:
+    """A `UserError` naming the settings when `workers` of `cpus` and `gpus` each can never
+    be placed on the connected Ray (Ray would wait for them forever); on one node for
+    `workers=1` with the sum (one task holding a node's GPUs)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    free_cpu = sum(int(n.get("CPU", 0)) // cpus if cpus else workers for n in nodes)
+    free_gpu = sum(int(n.get("GPU", 0) // gpus) if gpus else workers for n in nodes)
+    if min(free_cpu, free_gpu) >= workers:
+        return
+    total_cpu = sum(n.get("CPU", 0) for n in nodes)
+    total_gpu = sum(n.get("GPU", 0) for n in nodes)
+    raise UserError(
+        f"{what}: {workers} workers of {cpus:g} CPUs and {gpus:g} GPUs each do not fit on "
+        f"this Ray ({total_cpu:g} CPUs, {total_gpu:g} GPUs): lower cluster.workers, "
+        "cluster.cpus_per_worker or cluster.gpus_per_worker (or give Ray more with "
+        "cluster.num_cpus / cluster.num_gpus)"
+    )

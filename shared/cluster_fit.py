@@ -99,11 +99,12 @@ def _here(folder: str) -> None:
 def _ray_train(
     how: str, vertical: Vertical, cfg: DictConfig, splits: Splits, ctx: RunContext
 ) -> Any:
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
 
     workers = int(cfg.cluster.workers)
     gpus = cluster.gpus_per_worker(cfg)
     per_worker = {"CPU": float(cfg.cluster.cpus_per_worker), **({"GPU": gpus} if gpus else {})}
+    cluster.check_fits(cfg, vertical.name, workers, per_worker["CPU"], gpus)
     if how == "torch":
         from ray.train.torch import TorchTrainer as RayTrainer
     else:
@@ -121,7 +122,11 @@ def _ray_train(
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker
         ),
-        run_config=RunConfig(name=TRAIN_DIR, storage_path=str(ctx.run_dir.resolve())),
+        run_config=RunConfig(
+            name=TRAIN_DIR,
+            storage_path=str(ctx.run_dir.resolve()),
+            failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),
+        ),
     )
     try:
         result = trainer.fit()
@@ -153,6 +158,10 @@ def _context(name: str, run_dir: str, seed: int, cfg: DictConfig, workers: Worke
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(logging.INFO if workers.chief else logging.WARNING)
+    if workers.chief and Path(run_dir).is_dir():  # the run's train.log, as a local fit's
+        file = logging.FileHandler(Path(run_dir) / "train.log")
+        file.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s worker 0] %(message)s"))
+        log.addHandler(file)
     device = resolve_device(cfg.trainer.device, cfg.trainer.precision)
     seed_everything(seed)
     return RunContext(run_dir=Path(run_dir), device=device, seed=seed, log=log, workers=workers)
@@ -201,6 +210,7 @@ def _on_node(vertical: Vertical, cfg: DictConfig, splits: Splits, ctx: RunContex
         cpus,
         "multi-GPU DDP" if gpus > 1 else "single-device training",
     )
+    cluster.check_fits(cfg, vertical.name, 1, cpus, gpus)  # one task: on one node
     task = ray.remote(_node_fit).options(num_cpus=cpus, num_gpus=gpus)
     try:
         packed = ray.get(task.remote(_payload(vertical, cfg, splits, ctx)))

@@ -19,6 +19,7 @@ the answer carries it once (`OneRequestId`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -64,9 +65,28 @@ class VerticalsReplica:
     """One copy of the app; `serve.ingress(build_app)` builds it in the replica."""
 
 
+SECRETS_ENV = "VERTICALS_REPLICA_SECRETS"  # a 0600 file with what must not be in Ray's logs
+SECRET_KEYS = (TOKENS_ENV, LOG_ENV)  # raw tokens; a database URL may hold a password
+
+
 def build_app() -> ASGIApp:
     """The replica's app: `app_from_env`'s, its `X-Request-ID` left to Serve's proxy."""
+    given = os.environ.get(SECRETS_ENV)
+    if given:  # Ray logs a replica's runtime_env: secrets come through a file of ours
+        os.environ.update(json.loads(Path(given).read_text()))
     return OneRequestId(app_from_env())
+
+
+def _keep_secrets(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` with its secrets moved into a file only this user reads (`folder` is a
+    temporary folder of the server's, removed when it stops): Ray's runtime-env agent logs
+    every variable of a runtime_env, and its logs stay on disk."""
+    hidden = {k: env.pop(k) for k in SECRET_KEYS if k in env}
+    path = folder / "replica-secrets.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(hidden, out)
+    return {**env, SECRETS_ENV: str(path)}
 
 
 class OneRequestId:
@@ -113,8 +133,12 @@ def run_on_ray(
     port = free_port(settings.host, settings.port)
     name = f"verticals-{bundle.vertical.name}"
     ours = not _serve_running()
-    metrics_dir = Path(tempfile.mkdtemp(prefix="verticals-metrics-"))
-    env = replica_env(bundle, settings, follow, prediction_log, metrics_dir)
+    metrics_dir = Path(tempfile.mkdtemp(prefix="verticals-metrics-"))  # 0700
+    try:
+        env = replica_env(bundle, settings, follow, prediction_log, metrics_dir)
+    except BaseException:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
     _quiet_driver()
     if settings.workers != 1:
         log.warning("serve.workers=%d is for cluster=none; on Ray, serve.replicas or "
@@ -163,7 +187,7 @@ def replica_env(
         env[FOLLOW_ENV] = to_env()
     if os.environ.get(TOKENS_ENV):  # tokens given in the environment, as workers inherit
         env[TOKENS_ENV] = os.environ[TOKENS_ENV]
-    return env
+    return _keep_secrets(env, metrics_dir)
 
 
 def deployment_options(settings: ServeConfig, env: dict[str, str]) -> dict[str, Any]:
@@ -173,6 +197,10 @@ def deployment_options(settings: ServeConfig, env: dict[str, str]) -> dict[str, 
     scaling = settings.autoscaling
     options: dict[str, Any] = {
         "max_ongoing_requests": settings.max_inflight,
+        # beyond what the replicas take at once, as many again wait; then 503 (Serve's
+        # backpressure), where one server would answer 503 with Retry-After
+        "max_queued_requests": settings.max_inflight
+        * max(settings.replicas, settings.autoscaling.max or 1),
         "ray_actor_options": {
             "num_cpus": _cpus_per_replica(settings),
             "runtime_env": {"env_vars": env},

@@ -332,8 +332,9 @@ class ClusterConfig:
     address: str | None = None
     num_cpus: int | None = None  # ray_local: cores Ray may use; null: all of them
     num_gpus: int | None = None  # ray_local: GPUs Ray may use; null: all visible
-    # ray_local: the address this Ray advertises; loopback keeps every Ray connection on
-    # this machine (Ray's own ports still listen on all interfaces, guarded by its token)
+    # ray_local: the address this Ray advertises and listens on; loopback (the default)
+    # keeps every Ray process and connection on this machine; another address lets nodes
+    # join it (`ray start --address=<host>:<port>`)
     host: str = "127.0.0.1"
     # training workers (Ray Train), batch-prediction actors (Ray Data)
     workers: int = 2

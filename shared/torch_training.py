@@ -17,8 +17,8 @@ shape. The core does the rest the same way for every network:
 - writes the run's `history.csv` (one row per model and epoch) after every epoch;
 - on several workers (`ctx.workers`, under Ray Train's TorchTrainer) trains in DDP: each
   worker takes every size-th batch of an epoch (as many on every worker), gradients are
-  averaged, every worker validates the same way (so they stop together) and only the chief
-  writes checkpoints and history.
+  averaged, the chief's validation and clock decide for all (so they stop together), and
+  only the chief writes checkpoints and history.
 
 torch is imported only inside functions: `verticals.core` imports on installs without it.
 """
@@ -499,7 +499,7 @@ class Trainer:
             last = epoch == s.epochs or out_of_time
             value = float("nan")
             if epoch % s.val_every == 0 or last:
-                value = self._validate(hooks)
+                value = self._agreed(self._validate(hooks), "chief")
             row = {
                 "model": self.name,
                 "epoch": epoch,
@@ -551,7 +551,24 @@ class Trainer:
         if s.deadline is not None and s.deadline > started:
             used = (time.perf_counter() - started) / (s.deadline - started)
             done = max(done, start + (1.0 - start) * min(1.0, used))
-        return done
+        return self._agreed(done, "max")  # one learning rate on every worker
+
+    def _agreed(self, value: float, how: str) -> float:
+        """`value` as all workers agree on it: the largest (`max`) or the chief's (`chief`),
+        so that their learning rates and stopping decisions never part (one process: as is).
+        Workers' clocks and BatchNorm statistics differ, and a worker that stopped alone
+        would leave the others waiting in DDP forever."""
+        if self.workers is None:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        if how == "max":
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        else:
+            dist.broadcast(t, src=0)
+        return float(t.item())
 
     def _step(self, hooks: Hooks, batch: Any) -> float:
         import torch
@@ -576,20 +593,17 @@ class Trainer:
         listed = batches if isinstance(batches, Sized) else list(batches)
         rank, size = self.workers.rank, self.workers.size
         each = len(listed) // size
+        if each == 0:
+            raise UserError(
+                f"{self.name}: an epoch has {len(listed)} batches, fewer than the "
+                f"{size} workers (cluster.workers): lower the batch size or the workers"
+            )
         return _Share(listed, rank, size, each)
 
     def _past(self, deadline: float) -> bool:
         """Whether the deadline has passed: on workers, for any of them, so all stop at the
         same step (one would otherwise wait for the others forever)."""
-        late = time.perf_counter() >= deadline
-        if self.workers is None:
-            return late
-        import torch
-        import torch.distributed as dist
-
-        flag = torch.tensor([1.0 if late else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+        return self._agreed(1.0 if time.perf_counter() >= deadline else 0.0, "max") > 0
 
     def _validate(self, hooks: Hooks) -> float:
         import torch

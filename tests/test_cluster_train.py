@@ -9,7 +9,10 @@ a cluster).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +77,56 @@ def test_a_vertical_without_a_distributed_learner_trains_as_before(ray_root: Pat
     there = pipeline.train(compose("train", "retail", [*base, "cluster=ray_local"]))
     assert there.metrics == here.metrics
     assert "cluster= does not change its training" in (there.run_dir / "train.log").read_text()
+
+
+def _descendants(pid: int) -> set[int]:
+    """`pid` and every process below it (Ray's GCS, raylet, agents and workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        todo.extend(c for c in children.get(current, []) if c not in found)
+    return found
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """The addresses the processes `pids` listen on (TCP, IPv4 and IPv6), from /proc."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    addresses = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(cols[1].split(":")[0])
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            addresses.append(str(ipaddress.ip_address(socket.inet_ntop(family, words))))
+    return addresses
+
+
+def test_the_embedded_ray_listens_on_loopback_only(ray_root: Path) -> None:
+    """Every socket the embedded Ray's processes listen on is a loopback address."""
+    addresses = _listening(_descendants(os.getpid()))
+    assert addresses, "found no listening socket of Ray's processes"
+    outside = []
+    for text in addresses:
+        ip = ipaddress.ip_address(text)
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if not (mapped or ip).is_loopback:
+            outside.append(text)
+    assert not outside, f"Ray listens beyond loopback: {sorted(set(outside))}"

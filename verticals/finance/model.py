@@ -62,8 +62,11 @@ def _metrics(first: str) -> list[str]:
     return [str(watched), *(str(m) for m in StoppingMetric if m is not watched)]
 
 
-def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray, seed: int) -> dict:
-    """LightGBM parameters from `model.*`, with monotone constraints checked by name."""
+def lightgbm_params(
+    model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray | list[int], seed: int
+) -> dict:
+    """LightGBM parameters from `model.*`, with monotone constraints checked by name; `y`:
+    the training target, or its class counts [negatives, positives]."""
     params: dict[str, Any] = {
         "objective": "binary",
         "metric": _metrics(model_cfg.early_stopping_metric),
@@ -86,7 +89,8 @@ def lightgbm_params(model_cfg: DictConfig, schema: FeatureSchema, y: np.ndarray,
         if not {"force_row_wise", "force_col_wise"} & set(extra):
             params["force_col_wise"] = True
     if ClassWeight(model_cfg.class_weight) is ClassWeight.balanced:
-        params["scale_pos_weight"] = float((y == 0).sum() / max((y == 1).sum(), 1))
+        negatives, positives = y if isinstance(y, list) else ((y == 0).sum(), (y == 1).sum())
+        params["scale_pos_weight"] = float(negatives / max(positives, 1))
     monotone = dict(model_cfg.monotone or {})  # values -1, 0 or 1: LightGBMConfig checks
     if monotone:
         unknown = [k for k in monotone if k not in schema.numeric]
@@ -122,9 +126,8 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     schema: FeatureSchema = splits.info["schema"]
     train, val = splits.train, splits.val
     card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))  # checked
-    counts = splits.info.get("train_y")  # a worker's share: the whole table's classes
-    y_all = np.repeat([0, 1], counts) if counts else train.y
-    params = lightgbm_params(cfg.model, schema, y_all, ctx.seed)
+    # a worker's share: the whole table's classes ([negatives, positives]) weigh them
+    params = lightgbm_params(cfg.model, schema, splits.info.get("train_y", train.y), ctx.seed)
     lgb.register_logger(ctx.log)
     categorical = list(schema.categorical)
     workers = ctx.workers

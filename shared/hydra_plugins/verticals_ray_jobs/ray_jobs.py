@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 class RayJobsLauncherConf:
     _target_: str = "hydra_plugins.verticals_ray_jobs.ray_jobs.RayJobsLauncher"
     num_cpus: float = 1.0  # Ray resources each job's task holds
-    num_gpus: float = 0.0
+    # null: one GPU per job when the cluster has GPUs and trainer.device is not cpu (jobs
+    # on one GPU at once would run out of its memory), else none
+    num_gpus: Optional[float] = None  # noqa: UP045 - Hydra's scan reads the annotation
 
 
 ConfigStore.instance().store(
@@ -40,7 +42,7 @@ ConfigStore.instance().store(
 
 
 class RayJobsLauncher(Launcher):
-    def __init__(self, num_cpus: float = 1.0, num_gpus: float = 0.0) -> None:
+    def __init__(self, num_cpus: float = 1.0, num_gpus: Optional[float] = None) -> None:  # noqa: UP045
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -70,7 +72,11 @@ class RayJobsLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info("Ray: launching %d jobs, sweep output dir %s", len(job_overrides), sweep_dir)
-        task = ray.remote(execute_job).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        gpus = self.num_gpus
+        if gpus is None:
+            on_cpu = str(self.config.get("trainer", {}).get("device", "auto")) == "cpu"
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 and not on_cpu else 0.0
+        task = ray.remote(execute_job).options(num_cpus=self.num_cpus, num_gpus=gpus)
         state: Any = Singleton.get_state()
         refs = []
         for idx, overrides in enumerate(job_overrides):
