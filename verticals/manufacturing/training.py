@@ -178,5 +178,6 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> DefectModel:
 def _devices(ctx: RunContext) -> int | list[int]:
     """The GPU ultralytics trains on, or all of a node's (cluster=: ultralytics' own DDP
     over them, in the Ray task that holds them; Ray numbers them from 0 in the task)."""
-    given = (ctx.workers.params.get("devices") or []) if ctx.workers is not None else []
+    workers = getattr(ctx, "workers", None)
+    given = (workers.params.get("devices") or []) if workers is not None else []
     return list(range(len(given))) if len(given) > 1 else 0
