@@ -130,10 +130,11 @@ def _own_token(root: Path) -> None:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
     os.environ.pop("RAY_AUTH_TOKEN", None)
-    if "ray" in sys.modules:  # imported already: Ray read its settings then; again now
-        from ray._raylet import Config
+    if "ray" in sys.modules:  # imported already: Ray read its settings (and an earlier
+        from ray._raylet import AuthenticationTokenLoader, Config  # session's token) then
 
         Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _on_loopback(host: str) -> None:
