@@ -161,14 +161,13 @@ def quiet_environment() -> None:
 
 
 @contextmanager
-def session(cfg: DictConfig, env: dict[str, str] | None = None) -> Iterator[bool]:
+def session(cfg: DictConfig) -> Iterator[bool]:
     """Ray connected as `cfg.cluster` says while the block runs; yields whether it is on.
 
     `cluster=none`: nothing happens (False). Already connected (a task of a sweep, or a
-    caller's own `ray.init`): that connection is used and left open. `env`: variables for
-    every task and actor of this session, beside the user's home.
+    caller's own `ray.init`): that connection is used and left open.
     """
-    started = connect(cfg, env)
+    started = connect(cfg)
     try:
         yield mode(cfg) != "none"
     finally:
@@ -178,7 +177,7 @@ def session(cfg: DictConfig, env: dict[str, str] | None = None) -> Iterator[bool
             ray.shutdown()
 
 
-def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
+def connect(cfg: DictConfig) -> bool:
     """Connect to Ray as `cfg.cluster` says, unless this process is connected already or
     the mode is none; whether this call connected (the caller then shuts Ray down)."""
     chosen = mode(cfg)
@@ -197,7 +196,7 @@ def connect(cfg: DictConfig, env: dict[str, str] | None = None) -> bool:
     quiet_environment()
     # tasks get the user's home back (Ray's own processes start with ours, on this machine)
     home = {"HOME": os.path.expanduser("~")} if chosen == "ray_local" else {}
-    runtime_env = {"env_vars": {**home, **QUIET_ENV, **(env or {})}}
+    runtime_env = {"env_vars": {**home, **QUIET_ENV}}
     common: dict[str, Any] = {
         "logging_level": logging.WARNING,
         "log_to_driver": bool(c.log_to_driver),
@@ -265,14 +264,18 @@ def gpus_per_worker(cfg: DictConfig) -> float:
 
 def check_fits(cfg: DictConfig, what: str, workers: int, cpus: float, gpus: float) -> None:
     """A `UserError` naming the settings when `workers` of `cpus` and `gpus` each can never
-    be placed on the connected Ray (Ray would wait for them forever); on one node for
-    `workers=1` with the sum (one task holding a node's GPUs)."""
+    be placed on an embedded Ray (Ray would wait for them forever); a warning on a cluster,
+    which may grow. `workers=1` with the sums: one task holding a node's GPUs."""
     import ray
 
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     free_cpu = sum(int(n.get("CPU", 0)) // cpus if cpus else workers for n in nodes)
     free_gpu = sum(int(n.get("GPU", 0) // gpus) if gpus else workers for n in nodes)
     if min(free_cpu, free_gpu) >= workers:
+        return
+    if mode(cfg) == "ray":  # a cluster may grow (an autoscaler): Ray waits for room
+        log.warning("%s: %d workers do not fit on the cluster as it is now; waiting for "
+                    "room", what, workers)  # fmt: skip
         return
     total_cpu = sum(n.get("CPU", 0) for n in nodes)
     total_gpu = sum(n.get("GPU", 0) for n in nodes)
