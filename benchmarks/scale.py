@@ -11,7 +11,7 @@ One run measures, each against its single-process baseline (`cluster=none`):
    WaveNet, a small config) with `cluster=none`, and with 1 and 2 Ray Train workers
    (`cluster.workers`), and the headline metric of each run;
 3. batch prediction: rows/s of finance `predict_file` on `--batch-rows` rows, and of
-   `predict_on_ray` with 1 and 2 Ray Data actors;
+   `predict_on_ray` with 1 and 2 Ray actors;
 4. LightGBM distributed: Ray Train's LightGBMTrainer (the suite's path, 2 workers) against
    LightGBM's own Dask interface (`DaskLGBMClassifier` on a `LocalCluster` of 2 workers,
    the same parameters, table and number of trees): fit seconds and test ROC-AUC. Dask is
@@ -314,9 +314,7 @@ def run_training_and_batch(opts: Any, root: Path, gpus: int) -> dict[str, Any]:
     session_cfg = compose("train", "finance", [*finance, *ray_overrides(1, cpu_only)])
     with cluster.session(session_cfg):
         import ray
-        from ray.data import DataContext
 
-        DataContext.get_current().enable_progress_bars = False
         threads = ray.get(
             ray.remote(lambda: os.environ.get("OMP_NUM_THREADS")).options(num_cpus=1).remote()
         )
@@ -338,7 +336,7 @@ def run_training_and_batch(opts: Any, root: Path, gpus: int) -> dict[str, Any]:
             del trained
             results["traffic"][key], _ = train_row("traffic", label, [*traffic, *extra])
 
-        say("\n[3] batch prediction on Ray Data")
+        say("\n[3] batch prediction on Ray actors")
         for workers, per_gpu, label in runs:
             key = label.replace(" ", "_").replace("=", "")
             cfg = compose("predict", "finance", [f"input={table}", f"output={out}",

@@ -3,7 +3,7 @@ verticals), or a folder of files one by one (file verticals).
 
 The scoring of one batch (`score_batch`) or one file (`score_path`) and the writing of the
 outputs (`TableJob`, `FolderJob`) are shared with `cluster_batch`, which runs the same
-scoring on Ray Data's actors: both ways write the same outputs."""
+scoring on Ray actors: both ways write the same outputs."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 `cluster=none` (the default) never imports Ray. `cluster=ray_local` starts an embedded Ray
 for one command and stops it after; `cluster=ray` joins a running cluster by address. The
 commands that scale out (train, predict, serve, sweeps) enter `session(cfg)` and then use
-Ray's own libraries: Ray Train (`cluster_fit`), Ray Data (`cluster_batch`), Ray Serve
+Ray's own libraries: Ray Train (`cluster_fit`), Ray actors (`cluster_batch`), Ray Serve
 (`cluster_serve`) and the suite's Hydra launcher for sweep jobs (`hydra/launcher=ray_jobs`).
 
 What an embedded Ray would otherwise do on its own, and what stops it here:

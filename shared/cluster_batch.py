@@ -1,27 +1,29 @@
-"""Batch prediction on Ray Data (`verticals predict ... cluster=ray_local|ray`): the bundle
-mapped over `cluster.workers` actors, each loading it once, with the outputs of the
+"""Batch prediction on Ray (`verticals predict ... cluster=ray_local|ray`): the bundle
+mapped over `cluster.workers` Ray actors, each loading it once, with the outputs of the
 single-process run (`batch.predict_file`, `batch.predict_folder`).
 
 Both ways share their code: the driver reads and checks the input exactly as `TableJob` /
 `FolderJob` do (batches of `batch_size` rows, whole groups, each file's own types), the
 actors score with `score_batch` / `score_path`, and the driver writes the results in input
-order (`preserve_order`) with the same job, prediction log (journal) and request ids.
+order with the same job, prediction log (journal) and request ids.
 
-The tables are read on the driver, so batches and CSV types are the single run's: only
-the scoring is spread. Paths (bundle, inputs) must be readable from every node, as with
-any `cluster=ray` command (a shared file system).
+The driver streams: it reads a batch only when an actor is free for it, and keeps at most
+`IN_FLIGHT` batches per actor between reading and writing, so an input of any size runs in
+bounded memory, as the single run does. (Ray Data's `map_batches` would need the whole
+input as a dataset first: it has no source that a driver feeds as it reads; its own
+readers would type CSV columns per block, not per file as the single run does.) Paths
+(bundle, inputs) must be readable from every node, as with any `cluster=ray` command.
 """
 
 from __future__ import annotations
 
-import pickle
-from collections.abc import Generator
-from contextlib import closing
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import numpy as np
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from verticals.core import cluster
 from verticals.core.batch import (
@@ -39,7 +41,7 @@ from verticals.core.errors import UserError
 from verticals.core.logs import get_logger
 
 log = get_logger("cluster_batch")
-_PICKLE = pickle.HIGHEST_PROTOCOL
+T = TypeVar("T")
 
 
 def predict_on_ray(
@@ -98,8 +100,8 @@ def _fitting(workers: int, resources: dict[str, float], fixed: bool) -> int:
 
 
 class _TableScorer:
-    """A Ray Data actor: the bundle loaded once, then `score_batch` on each pickled batch.
-    A `UserError` comes back as a `Failure`, so the driver raises it as the single run does."""
+    """A Ray actor: the bundle loaded once, then `score_batch` on each batch. A `UserError`
+    comes back as a `Failure`, so the driver raises it as the single run does."""
 
     def __init__(
         self, bundle_path: str, keep: list[str], text_ids: bool, reserved: frozenset[str]
@@ -109,18 +111,12 @@ class _TableScorer:
         self.bundle = load_bundle(bundle_path)
         self.keep, self.text_ids, self.reserved = keep, text_ids, reserved
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = []
-        for path, start, payload in zip(batch["path"], batch["start"], batch["frame"], strict=True):
-            frame = pickle.loads(payload)
-            try:
-                result: Any = score_batch(self.bundle.vertical, self.bundle.model, frame,
-                                          self.keep, self.text_ids, self.reserved,
-                                          Path(path), int(start))  # fmt: skip
-            except UserError as exc:
-                result = Failure(exc.message)
-            results.append(pickle.dumps(result, protocol=_PICKLE))
-        return {"index": batch["index"], "result": _objects(results)}
+    def score(self, path: str, start: int, frame: Any) -> Any:
+        try:
+            return score_batch(self.bundle.vertical, self.bundle.model, frame, self.keep,
+                               self.text_ids, self.reserved, Path(path), start)  # fmt: skip
+        except UserError as exc:
+            return Failure(exc.message)
 
 
 def _records(
@@ -134,24 +130,22 @@ def _records(
     resources: dict[str, float],
 ) -> int:
     job = TableJob(bundle, source, target, keep, journal)
-    items, sizes = [], []
-    for i, (path, start, frame) in enumerate(job.batches(batch_size)):
-        items.append({"index": i, "path": str(path), "start": start,
-                      "frame": pickle.dumps(frame, protocol=_PICKLE)})  # fmt: skip
-        sizes.append(len(frame))
-    if not items:
-        raise UserError(f"input {job.source} has no rows to score")
-    inputs = [item["frame"] for item in items] if journal is not None else None
     scorer = (str(bundle.path), job.keep, job.text_ids, job.reserved)
-    results = _mapped(items, _TableScorer, scorer, workers, resources)
-    del items
-    with closing(results), job:
-        for index, payload in results:
-            result = pickle.loads(payload)
-            if isinstance(result, Failure):
-                raise UserError(result.message)
-            frame = None if inputs is None else pickle.loads(inputs[index])
-            job.write(result, sizes[index], frame)
+    work = (((str(path), start, frame), frame) for path, start, frame in job.batches(batch_size))
+    bar = tqdm(total=job.total_rows(), unit="rows", desc="predict on Ray")
+    scored = 0
+    try:
+        with job:
+            for frame, result in _streamed(work, _TableScorer, scorer, workers, resources):
+                if isinstance(result, Failure):
+                    raise UserError(result.message)
+                job.write(result, len(frame), frame if journal is not None else None)
+                scored += 1
+                bar.update(len(frame))
+    finally:
+        bar.close()
+    if not scored:
+        raise UserError(f"input {job.source} has no rows to score")
     return job.done
 
 
@@ -159,19 +153,15 @@ def _records(
 
 
 class _FileScorer:
-    """A Ray Data actor: the bundle loaded once, then `score_path` on each input file."""
+    """A Ray actor: the bundle loaded once, then `score_path` on each input file."""
 
     def __init__(self, bundle_path: str) -> None:
         from verticals.core.bundle import load_bundle
 
         self.bundle = load_bundle(bundle_path)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = [
-            pickle.dumps(score_path(self.bundle.vertical, self.bundle.model, Path(p)), _PICKLE)
-            for p in batch["path"]
-        ]
-        return {"index": batch["index"], "result": _objects(results)}
+    def score(self, path: str) -> Any:
+        return score_path(self.bundle.vertical, self.bundle.model, Path(path))
 
 
 def _files(
@@ -183,56 +173,43 @@ def _files(
     resources: dict[str, float],
 ) -> int:
     job = FolderJob(bundle, source, target, journal)
-    items = [{"index": i, "path": str(path)} for i, path in enumerate(job.files)]
-    with closing(_mapped(items, _FileScorer, (str(bundle.path),), workers, resources)) as results:
-        for index, payload in results:
-            job.add(job.files[index], pickle.loads(payload))
+    work = (((str(path),), path) for path in job.files)
+    results = _streamed(work, _FileScorer, (str(bundle.path),), workers, resources)
+    for path, result in tqdm(results, total=len(job.files), unit="file", desc="predict on Ray"):
+        job.add(path, result)
     return len(job.finish())
 
 
-# -- Ray Data ---------------------------------------------------------------------------------
+# -- the actor pool ---------------------------------------------------------------------------
+
+IN_FLIGHT = 2  # batches per actor sent and not yet written: one scoring, one waiting
 
 
-def _objects(values: list[bytes]) -> np.ndarray:
-    column = np.empty(len(values), dtype=object)
-    column[:] = values
-    return column
-
-
-def _mapped(
-    items: list[dict[str, Any]],
+def _streamed(
+    work: Iterator[tuple[tuple[Any, ...], T]],
     actor: type,
     args: tuple[Any, ...],
     workers: int,
     resources: dict[str, float],
-) -> Generator[tuple[int, bytes], None, None]:
-    """(index, pickled result) for every item, in order: the items as a dataset of one
-    block each, mapped by a pool of `workers` `actor(*args)`, with Ray Data's progress
-    bar. The caller's `items` may be dropped: the dataset holds them once made."""
-    import ray.data
-    from ray.data import ActorPoolStrategy, DataContext
+) -> Iterator[tuple[T, Any]]:
+    """(item, `actor.score(*call)`) for each (call, item) of `work`, in order, scored by
+    `workers` actors `actor(*args)`. `work` is read only as actors have room, so at most
+    `IN_FLIGHT * workers` items are held here at once."""
+    import ray
 
-    size = max(1, min(workers, len(items)))
-    context = DataContext.get_current()
-    saved = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True  # the output in the input's order
+    pool = [ray.remote(actor).options(**resources).remote(*args) for _ in range(workers)]
+    window: deque[tuple[T, Any]] = deque()  # (item, result ref), in input order
+    turn = 0
     try:
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        del items  # in the object store now
-        dataset = dataset.map_batches(
-            actor,
-            fn_constructor_args=args,
-            batch_size=1,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(size=size),
-            **resources,
-        )
-        expected = 0
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for index, payload in zip(batch["index"], batch["result"], strict=True):
-                if int(index) != expected:  # preserve_order promises this; say so if not
-                    raise RuntimeError(f"Ray Data gave batch {index} where {expected} was due")
-                expected += 1
-                yield int(index), payload
+        for call, item in work:
+            if len(window) >= IN_FLIGHT * workers:  # full: write the oldest first
+                done, ref = window.popleft()
+                yield done, ray.get(ref)
+            window.append((item, pool[turn % workers].score.remote(*call)))
+            turn += 1
+        while window:
+            done, ref = window.popleft()
+            yield done, ray.get(ref)
     finally:
-        context.execution_options.preserve_order = saved
+        for handle in pool:
+            ray.kill(handle)

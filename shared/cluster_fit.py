@@ -19,8 +19,9 @@ chief's model comes back as a Ray Train checkpoint under `<run>/ray-train/` (or,
 task, as the saved model's files), is put in `<run>/ray-train/chief/model` and loaded from
 there with `vertical.load`; the pipeline goes on exactly as after a local fit: evaluation,
 the saved model, the card, tracking. Checkpoints and history of the torch loop are written
-by the chief into the run folder (on one machine, or a shared file system). The driver
-still reads the data once, as without a cluster: its test split is scored there.
+by the chief into the run folder (on one machine, or a shared file system). The pipeline
+holds one Ray session for the whole run, so a vertical's data step and evaluation can use
+it too (finance reads a Parquet table with Ray tasks, and scores its test split there).
 """
 
 from __future__ import annotations

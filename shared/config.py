@@ -336,7 +336,7 @@ class ClusterConfig:
     # keeps every Ray process and connection on this machine; another address lets nodes
     # join it (`ray start --address=<host>:<port>`)
     host: str = "127.0.0.1"
-    # training workers (Ray Train), batch-prediction actors (Ray Data)
+    # training workers (Ray Train), batch-prediction actors
     workers: int = 2
     cpus_per_worker: float = 1.0
     # GPUs per training worker or actor; null: 1 when the cluster has GPUs, else 0

@@ -10,6 +10,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from verticals.core import cluster_fit, reference, registry, run_tracking
+from verticals.core import cluster, cluster_fit, reference, registry, run_tracking
 from verticals.core.config import require_int
 from verticals.core.contract import RunContext, Splits, Vertical
 from verticals.core.device import resolve_device
@@ -63,12 +64,19 @@ def train(
     with log_to_file(run_dir / "train.log") as log:
         tracker = run_tracking.start(cfg, vertical.name, run_dir, sweep)
         try:
-            result = _train(cfg, vertical, run_dir, log, tracker, prepare)
+            with _engine(cfg, vertical):
+                result = _train(cfg, vertical, run_dir, log, tracker, prepare)
             tracker.finish(vertical, result.model, result.splits, result.metrics)
         except BaseException:
             tracker.failed()
             raise
     return result
+
+
+def _engine(cfg: DictConfig, vertical: Vertical) -> AbstractContextManager[Any]:
+    """One Ray for the whole run (data, fit, evaluation) when `cluster=` asks and the
+    vertical uses it; nothing otherwise."""
+    return cluster.session(cfg) if vertical.scale_out != "none" else nullcontext()
 
 
 def _train(
@@ -123,8 +131,9 @@ def evaluate(cfg: DictConfig, run_dir: Path, out_dir: Path | None = None) -> dic
     with log_to_file(out_dir / "evaluate.log") as log:
         ctx = _context(cfg, out_dir, log)
         model = vertical.load(run_dir / "model")
-        splits = vertical.load_data(cfg)
-        metrics = vertical.evaluate(model, splits.test, ctx)
+        with _engine(cfg, vertical):
+            splits = vertical.load_data(cfg)
+            metrics = vertical.evaluate(model, splits.test, ctx)
         write_json(out_dir / "metrics.json", metrics)
         log.info("%s evaluation of %s: %s", vertical.name, run_dir.name, format_metrics(metrics))
     return metrics

@@ -1,4 +1,4 @@
-"""`verticals predict ... cluster=ray_local`: the bundle mapped over Ray Data's actors writes
+"""`verticals predict ... cluster=ray_local`: the bundle mapped over Ray actors writes
 what the single-process run writes (`predict_file`, `predict_folder`). One embedded Ray for
 the module, two actors."""
 
@@ -19,10 +19,10 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-test
 
 from verticals.configs import compose  # noqa: E402
 from verticals.core import cluster  # noqa: E402
-from verticals.core.batch import predict_file, predict_folder  # noqa: E402
+from verticals.core.batch import TableJob, predict_file, predict_folder  # noqa: E402
 from verticals.core.batch_log import BatchLog  # noqa: E402
 from verticals.core.bundle import load_bundle  # noqa: E402
-from verticals.core.cluster_batch import predict_on_ray  # noqa: E402
+from verticals.core.cluster_batch import IN_FLIGHT, predict_on_ray  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.predlog import LogSettings, PredictionLog  # noqa: E402
 
@@ -52,7 +52,29 @@ def _without_batch_id(frame: pd.DataFrame, journal: BatchLog) -> pd.DataFrame:
     return out
 
 
-def test_records_on_ray_equal_the_single_run(tiny, ray_cfg, tmp_path: Path) -> None:
+def _count_held(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Counts of batches read and written by `TableJob` (and the most read, not written)."""
+    held: dict[str, Any] = {"read": 0, "written": 0, "between": [0]}
+    batches, write = TableJob.batches, TableJob.write
+
+    def counted_batches(self, size):  # type: ignore[no-untyped-def]
+        for item in batches(self, size):
+            held["read"] += 1
+            held["between"].append(held["read"] - held["written"])
+            yield item
+
+    def counted_write(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        held["written"] += 1
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(TableJob, "batches", counted_batches)
+    monkeypatch.setattr(TableJob, "write", counted_write)
+    return held
+
+
+def test_records_on_ray_equal_the_single_run(
+    tiny, ray_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run, bundle_dir = tiny("finance")
     bundle = load_bundle(bundle_dir)
     table = run.splits.test.X.reset_index(drop=True).head(150).copy()
@@ -67,6 +89,7 @@ def test_records_on_ray_equal_the_single_run(tiny, ray_cfg, tmp_path: Path) -> N
     # prediction log: the same output and request ids, bar each run's batch id
     logs = [_journal(ray_cfg, bundle) for _ in range(2)]
     n_local = predict_file(bundle, parts, tmp_path / "local.csv", 16, ["id"], False, logs[0])
+    held = _count_held(monkeypatch)
     n_ray = predict_on_ray(ray_cfg, bundle, str(parts), tmp_path / "ray.csv", 16, ["id"], logs[1])
     local, ray_out = (pd.read_csv(tmp_path / f"{name}.csv") for name in ("local", "ray"))
     assert n_local == n_ray == len(table) == len(local) == logs[0].count == logs[1].count
@@ -75,6 +98,9 @@ def test_records_on_ray_equal_the_single_run(tiny, ray_cfg, tmp_path: Path) -> N
     pd.testing.assert_frame_equal(
         _without_batch_id(ray_out, logs[1]), _without_batch_id(local, logs[0])
     )
+    # the driver streams: batches are read as actors free up, not all before the first write
+    assert held["read"] == held["written"] == 11, held  # 3 + 4 + 4 batches of 16 rows
+    assert max(held["between"]) <= IN_FLIGHT * 2 + 1, held
 
     # bad input names the file and rows, and leaves no output behind
     broken = table.copy()

@@ -302,7 +302,7 @@ def predict(cfg: DictConfig) -> int:
     keep = [keep] if isinstance(keep, str) else list(keep or [])  # keep_columns=id works too
     bundle = load_bundle(_bundle_dir(cfg))
     journal = _batch_log(cfg, bundle)
-    if cluster.mode(cfg) != "none":  # the bundle mapped over Ray Data's actors
+    if cluster.mode(cfg) != "none":  # the bundle mapped over Ray actors
         from verticals.core.cluster_batch import predict_on_ray
 
         with cluster.session(cfg):

@@ -47,6 +47,10 @@ class FinanceDataConfig:
     date_column: str | None = None  # set: out-of-time split (latest applications are test)
     test_size: float = 0.2
     val_size: float = 0.2  # of what remains after the test split
+    # cluster= with a Parquet table (file, folder or glob): the table is read by Ray tasks,
+    # never whole by one process; every LightGBM worker validates on the same sample of at
+    # most this many validation rows (early stopping must agree across workers)
+    max_val_rows: int = 200_000
     # Plausible [low, high] of numeric columns (null: open on that side); a request outside
     # is refused (422). Unnamed columns: never negative if no training value was, and at
     # most 10 training-range widths past the range. Inside the bounds but outside the
@@ -55,6 +59,7 @@ class FinanceDataConfig:
 
     def __post_init__(self) -> None:
         check_range(self, "n_rows", ge=100)
+        check_range(self, "max_val_rows", ge=100)
         check_ranges(self, "test_size val_size", gt=0, lt=1)
         for name, pair in self.bounds.items():
             if not _bound_pair(pair):

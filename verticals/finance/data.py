@@ -6,9 +6,11 @@ traceback to learn that `default` has three values.
 
 from __future__ import annotations
 
+import glob
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from sklearn.model_selection import train_test_split
 
+from verticals.core import table_shards
 from verticals.core.contract import Splits
 from verticals.core.errors import UserError
 from verticals.core.tables import read_table
@@ -124,12 +127,15 @@ def read_source(cfg: DictConfig, seed: int) -> tuple[pd.DataFrame, str]:
     if source is FinanceSource.synthetic:
         return generate_applicants(int(cfg.n_rows), seed), f"synthetic applicants (seed {seed})"
     if not cfg.path:
-        raise UserError("data=table needs data.path=<your .csv or .parquet file>")
+        raise UserError("data=table needs data.path=<your .csv or .parquet file, or a folder>")
+    if Path(cfg.path).is_dir() or glob.has_magic(str(cfg.path)):  # Parquet files, in memory
+        return table_shards.read_all(str(cfg.path)), f"Parquet table {cfg.path}"
     return read_table(cfg.path, "data.path"), f"table {cfg.path}"
 
 
-def binary_target(frame: pd.DataFrame, target: str, where: str) -> np.ndarray:
-    """The target as 0/1; anything else is an error that names the column."""
+def binary_target(frame: pd.DataFrame, target: str, where: str, both: bool = True) -> np.ndarray:
+    """The target as 0/1; anything else is an error that names the column. `both`: it
+    must hold both values (a piece of a table need not)."""
     if target not in frame.columns:
         shown = ", ".join(map(str, frame.columns[:12]))
         raise UserError(f"{where}: target column {target!r} not found; columns are {shown}")
@@ -146,7 +152,7 @@ def binary_target(frame: pd.DataFrame, target: str, where: str) -> np.ndarray:
         raise UserError(
             f"{where}: target column {target!r} must be binary 0/1 (1 = default); found {shown}"
         )
-    if len(values) < 2:
+    if both and len(values) < 2:
         raise UserError(f"{where}: target column {target!r} has only the value {values.pop()}")
     return col.to_numpy(dtype="int8")
 
@@ -347,6 +353,10 @@ def split(frame: pd.DataFrame, y: np.ndarray, cfg: DictConfig, seed: int) -> tup
 def load_splits(cfg: DictConfig) -> Splits:
     """The configured source as typed train/val/test parts plus a description for the card;
     `cfg.seed` draws the synthetic data and the random split."""
+    from verticals.finance import shards  # it builds on this module
+
+    if shards.wanted(cfg):  # on a cluster, from Parquet: never the whole table here
+        return shards.load_splits(cfg)
     data, seed = cfg.data, int(cfg.seed)
     frame, description = read_source(data, seed)
     where = f"data ({description})"
@@ -371,5 +381,8 @@ def load_splits(cfg: DictConfig) -> Splits:
 
 def example_inputs(splits: Splits, n: int) -> pd.DataFrame:
     """`n` test applicants as a user sends them: missing values as None, as in JSON."""
-    head = splits.test.X.head(n)
+    from verticals.finance import shards
+
+    test = splits.test
+    head = (shards.head(test, n) if isinstance(test, shards.ShardPart) else test).X.head(n)
     return head.astype(object).where(head.notna(), None)

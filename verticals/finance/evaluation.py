@@ -7,25 +7,32 @@ from typing import Any
 import numpy as np
 
 from verticals.core.contract import RunContext
-from verticals.finance import scorecard
+from verticals.finance import scorecard, shards
 from verticals.finance.data import Part, to_matrix
 from verticals.finance.metrics import classification_metrics, psi, psi_band
 from verticals.finance.model import FinanceModel
 from verticals.finance.plots import plot_all
+from verticals.finance.shards import ShardPart
 
 
-def evaluate(model: FinanceModel, part: Part, ctx: RunContext | None = None) -> dict[str, float]:
-    """Metrics and PSI on `part`; the plots too when the run's `ctx` is given."""
-    pd_ = model.pd(to_matrix(part.X, model.schema))  # the model's columns, by name
+def evaluate(
+    model: FinanceModel, part: Part | ShardPart, ctx: RunContext | None = None
+) -> dict[str, float]:
+    """Metrics and PSI on `part`; the plots too when the run's `ctx` is given. A sharded
+    table's test split is scored by Ray tasks where its rows are."""
+    if isinstance(part, ShardPart):
+        y, pd_, planted = shards.score(model, part)
+    else:
+        y, pd_ = part.y, model.pd(to_matrix(part.X, model.schema))  # the model's columns
+        has = "true_pd" in part.extra.columns
+        planted = part.extra["true_pd"].to_numpy() if has else None
     points = scorecard.scores(pd_, model.card)
-    metrics = classification_metrics(part.y, pd_)
+    metrics = classification_metrics(y, pd_)
     metrics["psi"] = psi(model.psi_edges, model.psi_expected, points)
-    if "true_pd" in part.extra.columns:  # planted truth: how close to the best possible model
-        metrics["oracle_roc_auc"] = classification_metrics(
-            part.y, part.extra["true_pd"].to_numpy()
-        )["roc_auc"]
+    if planted is not None:  # planted truth: how close to the best possible model
+        metrics["oracle_roc_auc"] = classification_metrics(y, planted)["roc_auc"]
     if ctx is not None:
-        plot_all(part.y, pd_, points, ctx.plots_dir)
+        plot_all(y, pd_, points, ctx.plots_dir)
     return metrics
 
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from verticals.core.contract import RunContext, Splits, Workers
 from verticals.core.errors import UserError
-from verticals.finance import scorecard, single_row
+from verticals.finance import scorecard, shards, single_row
 from verticals.finance.config import ClassWeight, ScorecardConfig, StoppingMetric
 from verticals.finance.data import FeatureSchema, Part, to_matrix
 from verticals.finance.metrics import score_bins
@@ -125,6 +125,8 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     """Train with early stopping on the validation split, on the GPU when one is usable."""
     schema: FeatureSchema = splits.info["schema"]
     train, val = splits.train, splits.val
+    if isinstance(train, shards.ShardPart):  # this worker's row groups of a Parquet table
+        train = shards.load(train, f"data.path ({len(train.pieces)} row groups)")
     card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))  # checked
     # a worker's share: the whole table's classes ([negatives, positives]) weigh them
     params = lightgbm_params(cfg.model, schema, splits.info.get("train_y", train.y), ctx.seed)
@@ -274,6 +276,8 @@ def load(directory: Path) -> FinanceModel:
 def share(splits: Splits, workers: Workers) -> Splits:
     """A worker's share of the training rows (every size-th, from its rank), for LightGBM's
     data-parallel learner; validation and test stay whole."""
+    if isinstance(splits.train, shards.ShardPart):  # its row groups, read by the worker
+        return shards.share(splits, workers)
     train = splits.train
     rows = slice(workers.rank, None, workers.size)
     part = Part(train.X.iloc[rows], train.y[rows], train.extra.iloc[rows])

@@ -81,6 +81,11 @@ def learn_from(cfg: DictConfig, splits: Splits, feedback: list[Logged]) -> Split
     """The training and validation tables with the labelled applicants added (about a fifth
     to validation, for early stopping); the test split stays as it was."""
     schema: FeatureSchema = splits.info["schema"]
+    if not isinstance(splits.train, Part):
+        raise UserError(
+            "retraining reads the training table into one process: run it with cluster=none "
+            "(a sharded Parquet table on a cluster is for training from scratch)"
+        )
     part, skipped = labelled(feedback, schema)
     if len(part.y) == 0:
         why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v)
