@@ -18,7 +18,8 @@ readers would type CSV columns per block, not per file as the single run does.) 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,8 +136,8 @@ def _records(
     bar = tqdm(total=job.total_rows(), unit="rows", desc="predict on Ray")
     scored = 0
     try:
-        with job:
-            for frame, result in _streamed(work, _TableScorer, scorer, workers, resources):
+        with job, closing(_streamed(work, _TableScorer, scorer, workers, resources)) as out:
+            for frame, result in out:
                 if isinstance(result, Failure):
                     raise UserError(result.message)
                 job.write(result, len(frame), frame if journal is not None else None)
@@ -174,9 +175,9 @@ def _files(
 ) -> int:
     job = FolderJob(bundle, source, target, journal)
     work = (((str(path),), path) for path in job.files)
-    results = _streamed(work, _FileScorer, (str(bundle.path),), workers, resources)
-    for path, result in tqdm(results, total=len(job.files), unit="file", desc="predict on Ray"):
-        job.add(path, result)
+    with closing(_streamed(work, _FileScorer, (str(bundle.path),), workers, resources)) as out:
+        for path, result in tqdm(out, total=len(job.files), unit="file", desc="predict on Ray"):
+            job.add(path, result)
     return len(job.finish())
 
 
@@ -191,7 +192,7 @@ def _streamed(
     args: tuple[Any, ...],
     workers: int,
     resources: dict[str, float],
-) -> Iterator[tuple[T, Any]]:
+) -> Generator[tuple[T, Any], None, None]:
     """(item, `actor.score(*call)`) for each (call, item) of `work`, in order, scored by
     `workers` actors `actor(*args)`. `work` is read only as actors have room, so at most
     `IN_FLIGHT * workers` items are held here at once."""
@@ -199,17 +200,22 @@ def _streamed(
 
     pool = [ray.remote(actor).options(**resources).remote(*args) for _ in range(workers)]
     window: deque[tuple[T, Any]] = deque()  # (item, result ref), in input order
-    turn = 0
+    turn, todo = 0, iter(work)
     try:
-        for call, item in work:
-            if len(window) >= IN_FLIGHT * workers:  # full: write the oldest first
+        while True:
+            if len(window) >= IN_FLIGHT * workers:  # full: write the oldest before reading
                 done, ref = window.popleft()
                 yield done, ray.get(ref)
+            nxt = next(todo, None)
+            if nxt is None:
+                break
+            call, item = nxt
             window.append((item, pool[turn % workers].score.remote(*call)))
             turn += 1
         while window:
             done, ref = window.popleft()
             yield done, ray.get(ref)
     finally:
-        for handle in pool:
-            ray.kill(handle)
+        if ray.is_initialized():  # not after the session's shutdown
+            for handle in pool:
+                ray.kill(handle)

@@ -171,6 +171,11 @@ class Vertical(ABC):
         the whole training table."""
         return splits
 
+    def reads_on_cluster(self, cfg: DictConfig) -> bool:
+        """Whether `load_data` (and `evaluate`) run Ray tasks under this config (finance's
+        sharded Parquet table): the command then holds one Ray session throughout."""
+        return False
+
     @abstractmethod
     def evaluate(self, model: Any, data: Any, ctx: RunContext | None = None) -> dict[str, float]:
         """Plain-float metrics on `data`; plots go to `ctx.plots_dir` when ctx is given."""

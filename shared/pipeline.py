@@ -74,9 +74,9 @@ def train(
 
 
 def _engine(cfg: DictConfig, vertical: Vertical) -> AbstractContextManager[Any]:
-    """One Ray for the whole run (data, fit, evaluation) when `cluster=` asks and the
-    vertical uses it; nothing otherwise."""
-    return cluster.session(cfg) if vertical.scale_out != "none" else nullcontext()
+    """One Ray for the whole command (data, fit, evaluation) when the vertical's data is
+    read by Ray tasks; otherwise nothing here (a fit on the cluster connects for itself)."""
+    return cluster.session(cfg) if vertical.reads_on_cluster(cfg) else nullcontext()
 
 
 def _train(

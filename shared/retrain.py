@@ -196,6 +196,12 @@ def champion_holdout(
     if (where / name / holdout.META).is_file():
         return holdout.read(vertical, where / name)
     saved = _data_config(cfg, bundle.config)
+    if vertical.reads_on_cluster(saved):
+        raise UserError(
+            f"{vertical.name}: version {champion.version} was trained on a table that Ray tasks "
+            "read in pieces (cluster= with a Parquet table); a holdout keeps its test split in "
+            "one process, so retraining such a version is not supported yet"
+        )
     print(f"{vertical.name}: fixing the holdout of version {champion.version}: the test "
           f"split of its training config ({saved.data.get('source', 'data')})")  # fmt: skip
     splits: Splits = vertical.load_data(saved)

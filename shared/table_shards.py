@@ -49,20 +49,24 @@ def is_parquet_table(path: str | None) -> bool:
         return True
     p = Path(path)
     if p.is_dir():
-        return any(p.rglob("*.parquet")) or any(p.rglob("*.pq"))
+        return any(f.suffix.lower() in SUFFIXES for f in p.rglob("*"))
     return p.suffix.lower() in SUFFIXES
 
 
 def files_of(path: str, what: str = "data.path") -> list[str]:
-    """The Parquet files at `path`, sorted: the file, the folder's files, or the glob's."""
+    """The Parquet files at `path`, sorted, as absolute paths (Ray tasks start elsewhere):
+    the file, the folder's files, or the glob's (files of other kinds, such as Spark's
+    `_SUCCESS`, are left out)."""
     if glob.has_magic(path):
-        found = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        found = sorted(f for f in glob.glob(path, recursive=True)
+                       if os.path.isfile(f) and Path(f).suffix.lower() in SUFFIXES)  # fmt: skip
     elif Path(path).is_dir():
         found = sorted(str(f) for f in Path(path).rglob("*") if f.suffix.lower() in SUFFIXES)
     elif Path(path).is_file():
         found = [path]
     else:
         raise UserError(f"{what}={path} does not exist")
+    found = [os.path.abspath(f) for f in found]
     if not found:
         raise UserError(f"{what}={path} holds no .parquet files")
     return found
@@ -98,17 +102,27 @@ def columns(path: str, what: str = "data.path") -> list[str]:
 
 
 def read(pieces: Sequence[Fragment], names: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
-    """The pieces' rows, one frame per row group: memory holds one row group at a time."""
+    """The pieces' rows, one frame per row group: memory holds one row group at a time. A
+    file that cannot be read is a `UserError` naming it (on a cluster, every node must
+    see the same paths)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     opened: dict[str, Any] = {}
     for piece in pieces:
-        if piece.path not in opened:
-            opened.clear()  # one file open at a time
-            opened[piece.path] = pq.ParquetFile(piece.path)
-        file = opened[piece.path]
-        wanted = None if names is None else [n for n in names if n in file.schema_arrow.names]
-        yield file.read_row_group(piece.row_group, columns=wanted).to_pandas()
+        try:
+            if piece.path not in opened:
+                opened.clear()  # one file open at a time
+                opened[piece.path] = pq.ParquetFile(piece.path)
+            file = opened[piece.path]
+            wanted = None if names is None else [n for n in names if n in file.schema_arrow.names]
+            table = file.read_row_group(piece.row_group, columns=wanted)
+        except (OSError, pa.ArrowException) as exc:
+            raise UserError(
+                f"{piece.path} (row group {piece.row_group}) could not be read: {exc} "
+                "(on a cluster, every node must see the table at the same path)"
+            ) from None
+        yield table.to_pandas()
 
 
 def read_all(path: str, what: str = "data.path") -> pd.DataFrame:
@@ -135,11 +149,28 @@ def deal(pieces: Sequence[Fragment], size: int, what: str = "data.path") -> list
 TRAIN, VAL, TEST = 0, 1, 2
 
 
+def canonical(frame: pd.DataFrame) -> pd.DataFrame:
+    """The row values in one form whatever the column types a row group was read with
+    (an int column with nulls reads as float, a bool one as object): numbers and booleans
+    as float64, everything else as text; columns in name order."""
+    out = {}
+    for name in sorted(frame.columns, key=str):
+        col = frame[name]
+        numbers = pd.to_numeric(col, errors="coerce") if col.dtype == object else col
+        if pd.api.types.is_numeric_dtype(numbers) and (
+            col.dtype != object or (numbers.notna() | col.isna()).all()
+        ):
+            out[str(name)] = numbers.astype("float64")
+        else:
+            out[str(name)] = col.astype("string")
+    return pd.DataFrame(out, index=frame.index)
+
+
 def uniform(frame: pd.DataFrame, seed: int) -> np.ndarray:
-    """A number in [0, 1) per row from a hash of its values and `seed`: the same row gets
-    the same number in any file, process or order."""
+    """A number in [0, 1) per row from a hash of its values (`canonical`) and `seed`: the
+    same row gets the same number in any file, row group, process or order."""
     key = f"{seed:016d}"[-16:]
-    hashed = pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy()
+    hashed = pd.util.hash_pandas_object(canonical(frame), index=False, hash_key=key).to_numpy()
     return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
@@ -152,20 +183,32 @@ def hash_split(u: np.ndarray, test_size: float, val_size: float) -> np.ndarray:
 
 def map_pieces(
     fn: Callable[..., Any], pieces: Sequence[Fragment], *args: Any, tasks: int = 0
-) -> list[Any]:
+) -> Iterator[Any]:
     """`fn(hand, *args)` for hands of the pieces, each in its own Ray task (Ray must be
-    connected); the results in order. `tasks`: how many (0: two per CPU of the cluster)."""
+    connected), the results as they come: a caller that folds them holds one at a time.
+    `tasks`: how many (0: two per CPU of the cluster)."""
     import ray
 
+    if not ray.is_initialized():
+        raise UserError(
+            "this table is read by Ray tasks (cluster= with a Parquet table), and Ray is not "
+            "connected here; run the command with cluster=ray_local or cluster=ray"
+        )
     if tasks <= 0:
         tasks = max(int(ray.cluster_resources().get("CPU", 1)) * 2, 1)
     hands = [h for h in deal(pieces, min(tasks, len(pieces))) if h]
     shared = [ray.put(a) for a in args]  # once, not once per task
     remote = ray.remote(fn)
+    waiting = [remote.remote(hand, *shared) for hand in hands]
     try:
-        return ray.get([remote.remote(hand, *shared) for hand in hands])
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            yield ray.get(done[0])
     except ray.exceptions.RayTaskError as exc:  # a task's bad input: its message, one line
         cause = getattr(exc, "cause", None)
         if isinstance(cause, UserError):
             raise cause from None
         raise
+    finally:
+        for ref in waiting:  # stopped early (an error): the rest need not run
+            ray.cancel(ref)

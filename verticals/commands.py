@@ -76,11 +76,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def evaluation_config(cfg: DictConfig, saved: DictConfig) -> DictConfig:
     """The run's own config (data, seed: so the test split is the run's), with this
     command's device and whatever the user overrode: `data=<option>` takes that option whole,
-    `data.<key>=...` and `seed=...` change just that key."""
+    `data.<key>=...` and `seed=...` change just that key; `cluster=...` (finance's sharded
+    Parquet table is scored by Ray tasks) takes this command's cluster settings."""
     merged = OmegaConf.merge(saved, {"trainer": cfg.trainer})
     for override in _user_overrides():
         key = override.lstrip("+~").split("=", 1)[0]
-        if key == "data":
+        if key == "cluster" or key.startswith("cluster."):
+            merged.cluster = cfg.cluster
+        elif key == "data":
             merged.data = cfg.data
         elif key.startswith("data.") or key == "seed":
             OmegaConf.update(merged, key, OmegaConf.select(cfg, key), force_add=True)

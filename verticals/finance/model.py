@@ -21,7 +21,7 @@ from verticals.finance.data import FeatureSchema, Part, to_matrix
 from verticals.finance.metrics import score_bins
 
 MODEL_FILE = "lightgbm.txt"
-PSI_SAMPLE = 100_000  # training rows scored for the PSI baseline
+PSI_SAMPLE = shards.PSI_SAMPLE  # training rows scored for the PSI baseline
 SMALL_BATCH = 256  # rows below which prediction runs on one thread
 META_FILE = "finance.json"
 
@@ -125,6 +125,7 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     """Train with early stopping on the validation split, on the GPU when one is usable."""
     schema: FeatureSchema = splits.info["schema"]
     train, val = splits.train, splits.val
+    baseline = getattr(train, "sample", None)  # a sharded table's sample of all its rows
     if isinstance(train, shards.ShardPart):  # this worker's row groups of a Parquet table
         train = shards.load(train, f"data.path ({len(train.pieces)} row groups)")
     card = ScorecardConfig(**OmegaConf.to_container(cfg.scorecard, resolve=True))  # checked
@@ -155,7 +156,7 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> FinanceModel:
     best = booster.best_iteration or booster.current_iteration()
     ctx.log.info("LightGBM ran on %s; best iteration %d", device, best)
     model = FinanceModel(booster, schema, card, np.array([]), np.array([]), best, device)
-    baseline = train.X
+    baseline = train.X if baseline is None else baseline
     if len(baseline) > PSI_SAMPLE:  # deciles are stable long before every row is scored
         baseline = baseline.sample(PSI_SAMPLE, random_state=ctx.seed)
     model.psi_edges, model.psi_expected = score_bins(scorecard.scores(model.pd(baseline), card))

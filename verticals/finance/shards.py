@@ -9,9 +9,10 @@ With `cluster=ray_local|ray` and `data=table data.path=<Parquet file, folder or 
 - rows go to train/validation/test by a hash of their values and `seed` (not stratified:
   on a table this size the classes split evenly), or, with `data.date_column`, by date
   cut-offs worked out from the per-day row counts;
-- each LightGBM worker reads only its own row groups' training rows (`share`, `load`); all
-  validate on the same sample of at most `data.max_val_rows` validation rows (the ones with
-  the smallest hashes), so their early stopping agrees;
+- each LightGBM worker reads only its own row groups' training rows (`share`, `load`; the
+  row groups are dealt by their training rows); all validate on the same sample of at
+  most `data.max_val_rows` validation rows (the ones with the smallest hashes), so their
+  early stopping agrees, and the PSI baseline is a like sample of the training rows;
 - the test split is scored by Ray tasks over its row groups (`score`): the driver only
   holds the labels and PDs.
 """
@@ -41,6 +42,7 @@ from verticals.finance.data import (
 )
 
 HEAD_ROWS = 10_000  # rows the driver reads to type the columns
+PSI_SAMPLE = 100_000  # training rows kept (by hash) for the PSI baseline, as model.fit scores
 MAX_LEVELS = 1000  # as `infer_schema`: more distinct texts is an id, not a category
 
 
@@ -78,13 +80,15 @@ class ShardPart:
     rule: Rule
     schema: FeatureSchema
     target: str
+    sample: pd.DataFrame | None = None  # typed rows of the split, by hash (the PSI baseline)
 
     def __len__(self) -> int:  # upper bound: the rows of its row groups
         return sum(p.rows for p in self.pieces)
 
 
 def wanted(cfg: DictConfig) -> bool:
-    """Whether this run reads its table in shards: on a cluster, from Parquet."""
+    """Whether this run reads its table in shards: on a cluster, from Parquet (then the
+    command holds a Ray session while it reads, trains and evaluates)."""
     mode = str(OmegaConf.select(cfg, "cluster.mode", default="none") or "none")
     data = cfg.data
     return (
@@ -141,24 +145,34 @@ def head(part: ShardPart, n: int) -> Part:
 
 
 def share(splits: Splits, workers: Workers) -> Splits:
-    """A worker's row groups of the training split; validation is the shared sample."""
+    """A worker's row groups of the training split, dealt by their training rows (a row
+    group of validation or test rows only, as a date-ordered table has, goes to none);
+    validation is the shared sample."""
     train: ShardPart = splits.train
-    hands = table_shards.deal(train.pieces, workers.size)
+    where = f"data.path ({len(train.pieces)} row groups with training rows)"
+    hands = table_shards.deal(train.pieces, workers.size, where)
     return replace(splits, train=replace(train, pieces=tuple(hands[workers.rank])))
 
 
 # --- the profile pass: one Ray task per hand of row groups -------------------------------
 
 
+def _smallest(frames: list[pd.DataFrame], cap: int) -> pd.DataFrame | None:
+    """The `cap` rows of `frames` with the smallest `_order`: an even sample, by hash."""
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True).nsmallest(cap, "_order") if frames else None
+
+
 def _profile(pieces: list[Fragment], data: dict[str, Any], rule: Rule, kinds: dict) -> dict:
-    """What one task learns from its row groups; `_merge` adds the tasks' answers up."""
+    """What one task learns from its row groups; `_fold` adds the tasks' answers up."""
     target, numeric, categorical = data["target"], kinds["numeric"], kinds["categorical"]
+    caps = {VAL: int(data.get("max_val_rows") or 200_000), TRAIN: PSI_SAMPLE}
     counts = np.zeros((3, 2), dtype=np.int64)  # [split][class]
     levels: dict[str, set[str]] = {name: set() for name in categorical}
     low = {name: np.inf for name in numeric}
     high = {name: -np.inf for name in numeric}
-    val: list[pd.DataFrame] = []
-    cap = int(data["max_val_rows"])
+    samples: dict[int, pd.DataFrame | None] = {VAL: None, TRAIN: None}
+    train_rows: dict[str, int] = {}
     for piece, frame in zip(pieces, table_shards.read(pieces), strict=True):
         y = _target(frame, target, _where(piece))
         codes = rule.codes(frame)
@@ -167,34 +181,41 @@ def _profile(pieces: list[Fragment], data: dict[str, Any], rule: Rule, kinds: di
             if len(levels[name]) <= MAX_LEVELS:
                 levels[name].update(level_strings(frame[name]).dropna().unique())
         train = frame[codes == TRAIN]
+        train_rows[piece.source] = len(train)
         for name in numeric:
             values = pd.to_numeric(train[name], errors="coerce").to_numpy(dtype=np.float64)
             values = values[np.isfinite(values)]
             if len(values):
                 low[name] = min(low[name], float(values.min()))
                 high[name] = max(high[name], float(values.max()))
-        rows = frame[codes == VAL]
-        if len(rows):  # the validation rows with the smallest hashes: an even sample
-            rows = rows.assign(_order=rule.order(rows)).nsmallest(cap, "_order")
-            val.append(rows)
-    sample = pd.concat(val, ignore_index=True).nsmallest(cap, "_order") if val else None
-    return {"counts": counts, "levels": levels, "low": low, "high": high, "val": sample}
+        for split, cap in caps.items():  # kept small as it goes: `cap` rows at most
+            rows = frame[codes == split]
+            if len(rows):
+                rows = rows.assign(_order=rule.order(rows))
+                samples[split] = _smallest([samples[split], rows.nsmallest(cap, "_order")], cap)
+    return {"counts": counts, "levels": levels, "low": low, "high": high,
+            "samples": samples, "train_rows": train_rows}  # fmt: skip
 
 
-def _merge(answers: list[dict], cap: int) -> dict:
-    counts = sum(a["counts"] for a in answers)
-    levels: dict[str, set[str]] = {}
-    low: dict[str, float] = {}
-    high: dict[str, float] = {}
+def _fold(answers: Any, cap: int) -> dict:
+    """The tasks' answers added up as they arrive: the driver holds one answer and the
+    samples so far, never all the tasks' samples at once."""
+    total: dict[str, Any] = {"counts": np.zeros((3, 2), dtype=np.int64), "levels": {},
+                             "low": {}, "high": {}, "train_rows": {},
+                             "samples": {VAL: None, TRAIN: None}}  # fmt: skip
+    caps = {VAL: cap, TRAIN: PSI_SAMPLE}
     for a in answers:
+        total["counts"] += a["counts"]
+        total["train_rows"].update(a["train_rows"])
         for name, found in a["levels"].items():
-            levels.setdefault(name, set()).update(found)
+            total["levels"].setdefault(name, set()).update(found)
         for name, value in a["low"].items():
-            low[name] = min(low.get(name, np.inf), value)
-            high[name] = max(high.get(name, -np.inf), a["high"][name])
-    samples = [a["val"] for a in answers if a["val"] is not None]
-    val = pd.concat(samples, ignore_index=True).nsmallest(cap, "_order") if samples else None
-    return {"counts": counts, "levels": levels, "low": low, "high": high, "val": val}
+            total["low"][name] = min(total["low"].get(name, np.inf), value)
+            total["high"][name] = max(total["high"].get(name, -np.inf), a["high"][name])
+        for split, limit in caps.items():
+            total["samples"][split] = _smallest([total["samples"][split], a["samples"][split]],
+                                                limit)  # fmt: skip
+    return total
 
 
 def _day_counts(pieces: list[Fragment], column: str) -> pd.Series:
@@ -210,8 +231,10 @@ def _date_rule(pieces: list[Fragment], data: DictConfig, seed: int) -> tuple[Rul
     """Cut-offs that put the latest days' `test_size` of the rows in test, and the days
     before them (`val_size` of the rest) in validation: a day is never split."""
     column = str(data.date_column)
-    counts = table_shards.map_pieces(_day_counts, pieces, column)
-    per_day = pd.concat(counts).groupby(level=0).sum().sort_index()
+    per_day = pd.Series(dtype=np.int64)
+    for counts in table_shards.map_pieces(_day_counts, pieces, column):
+        per_day = per_day.add(counts, fill_value=0)
+    per_day = per_day.sort_index()
     if len(per_day) < 3:
         raise UserError(f"data.date_column={column}: {len(per_day)} distinct days; need 3+")
     total = float(per_day.sum())
@@ -249,8 +272,8 @@ def load_splits(cfg: DictConfig) -> Splits:
         rule, how = Rule(seed, data.test_size, data.val_size), "hash of each row's values"
     plain = OmegaConf.to_container(data, resolve=True)
     kinds = {"numeric": schema.numeric, "categorical": list(schema.categorical)}
-    found = _merge(table_shards.map_pieces(_profile, pieces, plain, rule, kinds),
-                   int(data.max_val_rows))  # fmt: skip
+    found = _fold(table_shards.map_pieces(_profile, pieces, plain, rule, kinds),
+                  int(data.get("max_val_rows") or 200_000))  # fmt: skip
     counts = found["counts"]
     for split, name in ((TRAIN, "train"), (VAL, "validation"), (TEST, "test")):
         if (counts[split] == 0).any():
@@ -268,9 +291,17 @@ def load_splits(cfg: DictConfig) -> Splits:
     schema.ranges = {n: [found["low"][n], found["high"][n]] for n in schema.numeric
                      if np.isfinite(found["low"].get(n, np.inf))}  # fmt: skip
     schema.bounds = plausible_bounds(schema.ranges, schema.numeric, data.get("bounds"))
-    val = found["val"].drop(columns="_order")
+    val = found["samples"][VAL].drop(columns="_order")
     extra = val[[c for c in ORACLE_COLUMNS if c in val.columns]]
     val_part = Part(to_features(val, schema, where), _target(val, data.target, where), extra)
+    if len(set(val_part.y.tolist())) < 2:
+        raise UserError(
+            f"{where}: the validation sample ({len(val_part.y)} rows) holds only one outcome; "
+            "raise data.max_val_rows"
+        )
+    psi_rows = found["samples"][TRAIN].drop(columns="_order")
+    trained = found["train_rows"]  # row groups with training rows, weighed by them
+    train_pieces = tuple(replace(p, rows=trained[p.source]) for p in pieces if trained[p.source])
     n = counts.sum(axis=1)
     info = {
         "source": f"Parquet table {data.path} ({len(pieces)} row groups, read by Ray tasks)",
@@ -281,11 +312,9 @@ def load_splits(cfg: DictConfig) -> Splits:
         "schema": schema,
         "train_y": counts[TRAIN].tolist(),
     }
-
-    def part(split: int) -> ShardPart:
-        return ShardPart(tuple(pieces), split, rule, schema, str(data.target))
-
-    return Splits(part(TRAIN), val_part, part(TEST), info)
+    train = ShardPart(train_pieces, TRAIN, rule, schema, str(data.target),
+                      to_features(psi_rows, schema, where))  # fmt: skip
+    return Splits(train, val_part, ShardPart(tuple(pieces), TEST, rule, schema, train.target), info)
 
 
 # --- scoring the test split where its rows are ---------------------------------------------
@@ -295,24 +324,29 @@ def _score(pieces: list[Fragment], part: ShardPart, model: Any) -> dict[str, np.
     from verticals.finance.data import to_matrix
 
     ys, pds, oracle = [], [], []
+    planted = True  # every row group has the planted PD (demo data)
     for piece, frame in zip(pieces, table_shards.read(pieces), strict=True):
         frame = frame[part.rule.codes(frame) == part.split]
+        if frame.empty:
+            continue
         ys.append(_target(frame, part.target, _where(piece)))
         pds.append(model.pd(to_matrix(frame, model.schema, _where(piece))))
-        if "true_pd" in frame.columns:
+        planted = planted and "true_pd" in frame.columns
+        if planted:
             oracle.append(frame["true_pd"].to_numpy(dtype=np.float64))
     return {
         "y": np.concatenate(ys) if ys else np.zeros(0, dtype=np.int8),
         "pd": np.concatenate(pds) if pds else np.zeros(0),
-        "true_pd": np.concatenate(oracle) if oracle else None,
+        "true_pd": np.concatenate(oracle) if planted and oracle else None,
+        "rows": sum(len(y) for y in ys),
     }
 
 
 def score(model: Any, part: ShardPart) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Labels, PDs and (demo data) planted PDs of `part`, scored by Ray tasks."""
-    answers = table_shards.map_pieces(_score, part.pieces, part, model)
+    answers = list(table_shards.map_pieces(_score, part.pieces, part, model))  # labels, PDs
     y = np.concatenate([a["y"] for a in answers])
     pd_ = np.concatenate([a["pd"] for a in answers])
-    planted = [a["true_pd"] for a in answers]
+    planted = [a["true_pd"] for a in answers if a["rows"]]
     oracle = np.concatenate(planted) if all(p is not None for p in planted) else None
     return y, pd_, oracle

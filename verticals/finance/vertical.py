@@ -9,7 +9,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from verticals.core.contract import RecordVertical
-from verticals.finance import config, data, evaluation, model, monitoring, retraining, schema
+from verticals.finance import (
+    config,
+    data,
+    evaluation,
+    model,
+    monitoring,
+    retraining,
+    schema,
+    shards,
+)
 
 
 class FinanceVertical(RecordVertical):
@@ -22,6 +31,7 @@ class FinanceVertical(RecordVertical):
     load_data = staticmethod(data.load_splits)
     fit = staticmethod(model.fit)
     share = staticmethod(model.share)
+    reads_on_cluster = staticmethod(shards.wanted)
     evaluate = staticmethod(evaluation.evaluate)
     save = staticmethod(model.save)
     load = staticmethod(model.load)
