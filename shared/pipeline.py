@@ -58,6 +58,7 @@ def train(
     before the fit (a retrain adds the feedback there)."""
     vertical = registry.get(cfg.vertical)
     cfg = vertical.resolve_config(cfg)
+    require_int(cfg.seed, "seed")  # a bad seed fails before the run folder and the store
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg.paths.runs_dir, vertical.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(redacted(cfg), resolve=True))

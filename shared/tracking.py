@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -142,13 +144,31 @@ def _client(store: Store) -> MlflowClient:
         if file is None:
             _reach(store.uri)
         client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
-        client._tracking_client.store  # noqa: B018 - opens (and creates) the store now
+        with _creating(file):
+            client._tracking_client.store  # noqa: B018 - opens (and creates) the store now
     except Exception as exc:  # noqa: BLE001 - MLflow's, or a driver's own (psycopg)
         raise UserError(
             f"cannot open the tracking store {store.describe()}: {_first_line(exc)}",
             hint="check tracking.uri, or turn tracking off with tracking=none",
         ) from None
     return client
+
+
+@contextmanager
+def _creating(file: Path | None) -> Iterator[None]:
+    """One process at a time opens an embedded store: the first creates its tables, and
+    the jobs of a sweep that start together (joblib, Ray tasks) must not all try."""
+    if file is None:
+        yield
+        return
+    import fcntl
+
+    with open(file.with_name(file.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _reach(uri: str) -> None:

@@ -140,7 +140,7 @@ def test_cfg_job_prints_config_without_training(tmp_path: Path) -> None:
         (["train", "finance", "data=table", "data.path=nope.csv"], "nope.csv does not exist"),
         (["train", "finance", "data=table"], "data.path"),
         (["train", "banking"], "unknown vertical 'banking'"),
-        (["predict", "finance", "input=a.csv", "output=b.csv"], "no bundle found"),
+        (["predict", "finance", "input=.", "output=b.csv"], "no bundle found"),
         (["fly", "finance"], "unknown command 'fly'"),
         (["train", "finance", "seed=abc"], "seed='abc'; expected a whole number"),
         (["predict", "finance", "input=a.csv"], "Missing mandatory value: output"),

@@ -303,6 +303,9 @@ def predict(cfg: DictConfig) -> int:
     batch_size = require_int(cfg.batch_size, "batch_size", minimum=1)
     keep = cfg.keep_columns
     keep = [keep] if isinstance(keep, str) else list(keep or [])  # keep_columns=id works too
+    for item in [source] if isinstance(source, str) else list(source or []):
+        if not Path(str(item)).exists():  # before the model loads (seconds for some)
+            raise UserError(f"input {item} does not exist")
     bundle = load_bundle(_bundle_dir(cfg))
     journal = _batch_log(cfg, bundle)
     if cluster.mode(cfg) != "none":  # the bundle mapped over Ray actors
