@@ -9,7 +9,10 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --progress-bar off -e ".[all,dev]"
+	$(BIN)/pip install --quiet --progress-bar off --no-compile -e ".[all,dev]"
+	@# bytecode on every core (pip compiles file by file on one: a minute of the install);
+	@# a few test files inside packages are not Python 3 and fail to compile, as under pip
+	-@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1
 	touch $(STAMP)
 
 demo: $(STAMP)
