@@ -9,10 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --progress-bar off --no-compile -e ".[all,dev]"
-	@# bytecode on every core (pip compiles file by file on one: a minute of the install);
-	@# a few test files inside packages are not Python 3 and fail to compile, as under pip
-	-@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null 2>&1
+	$(BIN)/pip install --quiet --progress-bar off -e ".[all,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

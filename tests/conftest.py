@@ -54,6 +54,28 @@ def pytest_make_collect_report(collector: pytest.Collector) -> object:
     _fail_skip_in_ci(outcome.get_result())
 
 
+# The suite loads torch, Ray (its gRPC threads), onnxruntime, LightGBM and implicit (OpenMP)
+# into one process. Once, a run whose every test had passed died of SIGSEGV while the
+# interpreter tore those libraries down, after pytest had reported; make turned that into a
+# failure. The process now ends with pytest's own status as soon as pytest is done
+# (`PYTHONFAULTHANDLER=1 VERTICALS_TEST_NORMAL_EXIT=1` shows such a crash's stacks instead).
+_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _STATUS and not os.environ.get("VERTICALS_TEST_NORMAL_EXIT"):
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_STATUS[-1])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _toy_registered() -> None:
     registry.register(ToyVertical())
