@@ -63,12 +63,14 @@ class Rule:
             return np.where(
                 dates >= self.test_from, TEST, np.where(dates >= self.val_from, VAL, TRAIN)
             ).astype(np.int8)
-        u = table_shards.uniform(frame[sorted(frame.columns)], self.seed)
-        return table_shards.hash_split(u, self.test_size, self.val_size)
+        return self.assign(frame)[0]
 
-    def order(self, frame: pd.DataFrame) -> np.ndarray:
-        """Each row's place in the validation sample (smallest first)."""
-        return table_shards.uniform(frame[sorted(frame.columns)], self.seed)
+    def assign(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's split and its place in a sample (smallest first), from one hash."""
+        u = table_shards.uniform(frame, self.seed)
+        if self.date_column:
+            return self.codes(frame), u
+        return table_shards.hash_split(u, self.test_size, self.val_size), u
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def _profile(pieces: list[Fragment], data: dict[str, Any], rule: Rule, kinds: di
     train_rows: dict[str, int] = {}
     for piece, frame in zip(pieces, table_shards.read(pieces), strict=True):
         y = _target(frame, target, _where(piece))
-        codes = rule.codes(frame)
+        codes, order = rule.assign(frame)
         np.add.at(counts, (codes, y), 1)
         for name in categorical:
             if len(levels[name]) <= MAX_LEVELS:
@@ -191,7 +193,7 @@ def _profile(pieces: list[Fragment], data: dict[str, Any], rule: Rule, kinds: di
         for split, cap in caps.items():  # kept small as it goes: `cap` rows at most
             rows = frame[codes == split]
             if len(rows):
-                rows = rows.assign(_order=rule.order(rows))
+                rows = rows.assign(_order=order[codes == split])
                 samples[split] = _smallest([samples[split], rows.nsmallest(cap, "_order")], cap)
     return {"counts": counts, "levels": levels, "low": low, "high": high,
             "samples": samples, "train_rows": train_rows}  # fmt: skip
