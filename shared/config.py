@@ -301,6 +301,9 @@ class ServeConfig:
     require_signature: bool = False  # refuse a bundle whose manifest is not signed
     # the trusted public key (PEM) signatures are checked with; needed by require_signature
     public_key: str | None = None
+    # the web console at /ui (Gradio, imported on the first visit): a page per vertical and
+    # an operations tab, with the same tokens (README: The console)
+    console: bool = True
     # -- on a Ray cluster (cluster=ray_local or ray): Ray Serve runs the same app --
     replicas: int = 1  # copies of the app behind one HTTP address
     autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)

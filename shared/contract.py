@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from verticals.core.device import Device
+    from verticals.core.views import Answer, Control, View
 
 
 @dataclass
@@ -275,6 +276,20 @@ class Vertical(ABC):
         None (default): the comparison has no interval, only the two `evaluate` results."""
         return None
 
+    # -- the console (`/ui`): what a person sees of an answer --
+
+    #: Controls shown beside an answer (a slice slider, a horizon); `view` gets their values.
+    view_controls: ClassVar[tuple[Control, ...]] = ()
+
+    def view(self, model: Any, answer: Answer, controls: dict[str, Any]) -> View:
+        """What the console shows of one `/predict` answer (`views.py`): plain data, drawn
+        by the core. Default: the answer as a table."""
+        from verticals.core.views import Table, View
+
+        body = answer.body
+        rows = body.get("predictions") or [body.get("prediction") or {}]
+        return View([Table([_scalars(row) for row in rows], "prediction")])
+
 
 class RecordVertical(Vertical):
     """A vertical whose inputs are records: JSON objects over HTTP, rows of a table file.
@@ -382,6 +397,15 @@ class FileVertical(Vertical):
     #: Whether the log keeps every output file (medical: Dice against corrected masks
     #: needs the predicted mask); inputs are kept only with `log.keep_files`.
     keep_outputs: ClassVar[bool] = False
+
+    def view(self, model: Any, answer: Answer, controls: dict[str, Any]) -> View:
+        """Default: the summary as a table, and the output file to download."""
+        from verticals.core.views import Download
+
+        shown = super().view(model, answer, controls)
+        if answer.output is not None:
+            shown.panels.append(Download(answer.output_name or "output", answer.output))
+        return shown
 
     def check_outcome_file(self, path: Path, entry: Logged) -> None:
         """Raise `UserError` when the file given as an outcome does not fit the logged

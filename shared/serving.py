@@ -60,6 +60,7 @@ from verticals.core.auth import ENV as TOKENS_ENV
 from verticals.core.auth import Auth, Tokens, route_path
 from verticals.core.bundle import Bundle, load_bundle
 from verticals.core.config import ServeConfig
+from verticals.core.console_mount import Caller, ConsoleMount, LazyConsole
 from verticals.core.contract import FileVertical
 from verticals.core.errors import UserError
 from verticals.core.examples import EXAMPLES, warm_up
@@ -69,6 +70,7 @@ from verticals.core.limits import Limits, clip
 from verticals.core.logs import get_logger
 from verticals.core.monitor_gauges import MonitorGauges
 from verticals.core.openapi import install as install_openapi
+from verticals.core.ops_route import add_summary_route
 from verticals.core.predlog import LOG_ENV, LogSettings, PredictionLog, settings_from_env
 from verticals.core.records import BadRequest, describe_errors
 from verticals.core.request_log import RequestLog
@@ -230,6 +232,8 @@ def create_app(
         try:
             yield
         finally:
+            if console is not None:
+                await console.close()
             if follower is not None:
                 await follower.stop()
             await versions.close()
@@ -257,6 +261,10 @@ def create_app(
         Limits, max_body_bytes=int(options.max_body_mb * 2**20), max_inflight=options.max_inflight
     )  # inside Auth: refusals cost no slot
     app.add_middleware(Auth, tokens=tokens, failures=failures)  # inside _Observe: counted
+    console = None
+    if options.console:  # outside Auth: the page carries the token in its actions (console.py)
+        console = LazyConsole(lambda: _console(app, versions, options))
+        app.add_middleware(ConsoleMount, console=console)
     app.add_middleware(
         _Observe, known=lambda: known, latency=latency, requests=requests,
         version=lambda: versions.current.header,
@@ -303,6 +311,7 @@ def create_app(
 
     kind.add_route(app, versions, journal)  # type: ignore[arg-type]
     add_feedback_route(app, versions, plog)
+    add_summary_route(app, versions, plog, follow)
 
     @app.get("/metrics", response_class=Response, responses=_METRICS_RESPONSE)
     def metrics() -> Response:
@@ -316,6 +325,13 @@ def create_app(
     if warm == "now":
         warm_now()
     return app
+
+
+def _console(app: FastAPI, versions: Versions[Any], options: ServeConfig) -> Any:
+    """The console app (Gradio imported here: only on the first visit of `/ui`)."""
+    from verticals.core.console import Served, build
+
+    return build(Served(Caller(app), versions, int(options.max_body_mb * 2**20)))
 
 
 class Readiness(BaseModel):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -99,3 +101,45 @@ def run_cli(*args: str) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+_SESSION = """
+import json, sys
+from verticals.cli import main
+for i, args in enumerate(json.loads(sys.argv[1])):
+    for stream in (sys.stdout, sys.stderr):
+        print(f"\\n\\x00{i}\\x00", file=stream, flush=True)
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    print(f"\\n\\x00rc {code}\\x00", file=sys.stdout, flush=True)
+"""
+
+
+def cli_session(
+    cwd: Path, *commands: list[str], env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (), timeout: float = 600,
+) -> list[subprocess.CompletedProcess[str]]:  # fmt: skip
+    """`verticals` commands typed one after another, run in one new Python process (as
+    many processes would run them, without paying the imports each time): one result per
+    command, with its own exit code, stdout and stderr. `prefix` goes before the
+    interpreter (`unshare -n`)."""
+    script = [*prefix, sys.executable, "-c", _SESSION, json.dumps([list(c) for c in commands])]
+    done = subprocess.run(
+        script, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )  # fmt: skip
+    outs = done.stdout.split("\x00")[1:]  # "0", out, "rc 0", "", "1", out, "rc 2", ...
+    errs = done.stderr.split("\x00")[1:]
+    results = []
+    for i, command in enumerate(commands):
+        try:
+            out, code = outs[4 * i + 1], int(outs[4 * i + 2].removeprefix("rc "))
+        except (IndexError, ValueError):  # the process died in this command: the last one
+            tail = done.stdout[-4000:] + done.stderr[-4000:]
+            results.append(subprocess.CompletedProcess(command, done.returncode or 1, tail, tail))
+            break
+        err = errs[2 * i + 1] if len(errs) > 2 * i + 1 else ""
+        results.append(subprocess.CompletedProcess(["verticals", *command], code, out, err))
+    return results

@@ -1,4 +1,5 @@
-"""The `verticals` command as a user types it (subprocesses, in a scratch directory)."""
+"""The `verticals` command as a user types it (subprocesses, in a scratch directory; commands
+typed one after another share one process, `servers.cli_session`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from .servers import cli_session
 
 FAST = ["debug=fast", "trainer.device=cpu"]
 
@@ -69,17 +72,28 @@ def test_train_writes_a_run_with_the_override(workdir: Path) -> None:
     assert (run / "train.log").read_text().count("LightGBM ran on cpu") == 1
 
 
+def session(cwd: Path, *commands: list[str]) -> list[str]:
+    """Commands typed one after another (one process: `servers.cli_session`); their
+    outputs, each command having succeeded."""
+    done = cli_session(cwd, *commands, timeout=600)
+    for proc in done:
+        assert proc.returncode == 0, f"{proc.args} failed:\n{proc.stderr[-3000:]}"
+    assert len(done) == len(commands)
+    return [proc.stdout for proc in done]
+
+
 def test_evaluate_package_predict_without_paths(workdir: Path) -> None:
-    out = cli(workdir, "evaluate", "finance").stdout
-    assert "roc_auc=" in out
-    out = cli(workdir, "package", "finance").stdout
-    bundle = Path(out.split("bundle:")[1].splitlines()[0].strip())
-    assert "registered verticals-finance version 1 and champion" in out
-    assert (workdir / bundle / "manifest.json").is_file()
     from verticals.finance.german import load_shipped
 
     load_shipped().drop(columns="default").head(50).to_csv(workdir / "apps.csv", index=False)
-    cli(workdir, "predict", "finance", "input=apps.csv", "output=scored.parquet")
+    evaluated, out, _ = session(
+        workdir, ["evaluate", "finance"], ["package", "finance"],
+        ["predict", "finance", "input=apps.csv", "output=scored.parquet"],
+    )  # fmt: skip
+    assert "roc_auc=" in evaluated
+    bundle = Path(out.split("bundle:")[1].splitlines()[0].strip())
+    assert "registered verticals-finance version 1 and champion" in out
+    assert (workdir / bundle / "manifest.json").is_file()
     scored = pd.read_parquet(workdir / "scored.parquet")
     assert len(scored) == 50 and scored["pd"].between(0, 1).all()
 
@@ -172,19 +186,20 @@ def test_user_errors_are_one_line_and_exit_2(
 def test_medical_train_package_predict_a_folder(tmp_path: Path) -> None:
     """A folder of volumes in, a folder of masks and a volumes table out."""
     pytest.importorskip("monai")
-    cli(tmp_path, "train", "medical", *FAST)
-    cli(tmp_path, "package", "medical")
+    session(tmp_path, ["train", "medical", *FAST], ["package", "medical"])
     scans = tmp_path / "scans"
     scans.mkdir()
     for image in sorted((tmp_path / "cache" / "medical").glob("phantoms-*/imagesTr/*.nii.gz"))[:2]:
         (scans / image.name).write_bytes(image.read_bytes())
-    proc = cli(tmp_path, "predict", "medical", "input=scans", "output=masks")
-    assert "2 inputs" in proc.stdout
+    proc, bad = cli_session(
+        tmp_path, ["predict", "medical", "input=scans", "output=masks"],
+        ["predict", "medical", "input=nowhere", "output=m2"],
+    )  # fmt: skip
+    assert proc.returncode == 0 and "2 inputs" in proc.stdout, proc.stderr[-3000:]
     masks = sorted(p.name for p in (tmp_path / "masks").glob("*.nii.gz"))
     assert masks == sorted(p.name for p in scans.iterdir())
     table = pd.read_csv(tmp_path / "masks" / "predictions.csv")
     assert {"input", "output", "volumes_ml_organ", "error"} <= set(table.columns)
-    bad = cli(tmp_path, "predict", "medical", "input=nowhere", "output=m2", check=False)
     assert bad.returncode == 2 and "input nowhere does not exist" in bad.stderr
 
 

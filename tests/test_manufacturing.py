@@ -41,6 +41,8 @@ from verticals.manufacturing.model import (  # noqa: E402
     read_image,
 )
 
+from .servers import cli_session
+
 # Small enough for CI's two cores; easy planted defects, so a from-scratch YOLO gets there
 # (at 96 px: mAP50 0.50, the hole class 0.96).
 IMAGE = 96
@@ -506,22 +508,23 @@ def test_cli_train_package_predict_offline(tmp_path: Path) -> None:
         [sys.executable, "-c", "import verticals.manufacturing.offline as o; o.ultralytics()"],
         cwd=tmp_path / "elsewhere", env=env, check=True, capture_output=True,
     )  # fmt: skip
-    cli = [*_no_network_prefix(), sys.executable, "-m", "verticals"]
+    prefix = tuple(_no_network_prefix())
 
-    def run(*args: str) -> str:
-        done = subprocess.run(
-            [*cli, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        return done.stdout + done.stderr
+    def run(*commands: list[str]) -> list[str]:  # one process, the commands one by one
+        done = cli_session(tmp_path, *commands, env=env, prefix=prefix)
+        for proc in done:
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert len(done) == len(commands)
+        return [proc.stdout + proc.stderr for proc in done]
 
-    assert "map50=" in run("train", "manufacturing", "debug=fast", "training.epochs=1")
-    run("package", "manufacturing")
+    trained, _ = run(["train", "manufacturing", "debug=fast", "training.epochs=1"],
+                     ["package", "manufacturing"])  # fmt: skip
+    assert "map50=" in trained
     images = sorted((tmp_path / "cache" / "manufacturing").glob("surfaces-*/images/test/*.png"))
     (tmp_path / "line").mkdir()
     for image in images[:3]:
         shutil.copy2(image, tmp_path / "line" / image.name)
-    run("predict", "manufacturing", "input=line", "output=results.csv")
+    run(["predict", "manufacturing", "input=line", "output=results.csv"])
     table = pd.read_csv(tmp_path / "results.csv")
     assert len(table) == 3 and set(table["decision"]) <= {"pass", "fail"}
     runs = [p for p in (tmp_path / "runs" / "manufacturing").glob("2*") if (p / "model").is_dir()]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from verticals.core.tracking import CHAMPION, Store, model_name
 
 from .conftest import finance_cfg
 from .postgres import postgres_db, postgres_url  # noqa: F401 - fixtures
+from .servers import cli_session
 
 SMALL = ["data=synthetic", "data.n_rows=1500", "model.num_boost_round=40"]
 
@@ -187,16 +186,16 @@ _CI_NAMES = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_
              "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")  # fmt: skip
 
 
-def _cli(cwd: Path, home: Path, *args: str) -> str:
-    """`verticals ...` as a user runs it: none of the variables by which MLflow turns its
-    telemetry off on its own (CI, pytest), HOME in a scratch folder."""
+def _cli(cwd: Path, home: Path, *commands: list[str]) -> list[str]:
+    """`verticals ...` commands as a user runs them (in one process, one after another):
+    none of the variables by which MLflow turns its telemetry off on its own (CI, pytest),
+    HOME in a scratch folder. Each command's output."""
     env = {k: v for k, v in os.environ.items() if k not in _CI_NAMES}
-    done = subprocess.run(
-        [sys.executable, "-m", "verticals", *args],
-        cwd=cwd, env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    done = cli_session(cwd, *commands, env={**env, "HOME": str(home)}, timeout=300)
+    for result in done:
+        assert result.returncode == 0, f"{result.args}: {result.stderr[-2000:]}"
+    assert len(done) == len(commands)
+    return [result.stdout for result in done]
 
 
 def test_a_multirun_is_a_parent_run_with_its_jobs_as_children(tmp_path: Path) -> None:
@@ -205,15 +204,19 @@ def test_a_multirun_is_a_parent_run_with_its_jobs_as_children(tmp_path: Path) ->
     no trace of it."""
     home = tmp_path / "home"
     home.mkdir()
-    _cli(tmp_path, home, "train", "finance", "-m", "seed=1,2", "debug=fast", "trainer.device=cpu")
+    _cli(tmp_path, home, ["train", "finance", "-m", "seed=1,2", "debug=fast", "trainer.device=cpu"])
     sweep = next((tmp_path / "runs" / "finance").glob("multirun_*"))
-    _cli(tmp_path, home, "package", "finance", f"run={sweep / '0'}")
-    _cli(tmp_path, home, "package", "finance", f"run={sweep / '1'}")
-    again = _cli(tmp_path, home, "package", "finance", f"run={sweep / '0'}")  # packaged twice
+    *_, again, _, _, models = _cli(
+        tmp_path, home,
+        ["package", "finance", f"run={sweep / '0'}"],
+        ["package", "finance", f"run={sweep / '1'}"],
+        ["package", "finance", f"run={sweep / '0'}"],  # packaged twice
+        ["promote", "finance", "version=1", "reason=still verifies"],
+        ["promote", "finance", "version=2", "reason=telemetry check"],
+        ["models", "finance"],
+    )  # fmt: skip
     assert f"{sweep.name}_0-2" in again and "version 3" in again  # version 1 keeps its folder
-    _cli(tmp_path, home, "promote", "finance", "version=1", "reason=still verifies")
-    _cli(tmp_path, home, "promote", "finance", "version=2", "reason=telemetry check")
-    assert "champion" in _cli(tmp_path, home, "models", "finance")
+    assert "champion" in models
     assert not (home / ".config" / "mlflow").exists()
     store = Store(f"sqlite:///{tmp_path / 'runs' / 'mlflow' / 'mlflow.db'}")
     client = _client(store)

@@ -18,6 +18,7 @@ from verticals.finance import (
     retraining,
     schema,
     shards,
+    views,
 )
 
 
@@ -51,6 +52,7 @@ class FinanceVertical(RecordVertical):
     score_cases = staticmethod(retraining.score_cases)
     case_keys = staticmethod(retraining.case_keys)
     entry_keys = staticmethod(retraining.entry_keys)
+    view = staticmethod(views.view)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Prediction

@@ -21,6 +21,7 @@ from verticals.manufacturing import (
     retraining,
     schema,
     training,
+    views,
 )
 from verticals.manufacturing.dataset import IMAGE_SUFFIXES
 
@@ -54,6 +55,7 @@ class ManufacturingVertical(FileVertical):
     score_cases = staticmethod(retraining.score_cases)
     case_keys = staticmethod(retraining.case_keys)
     entry_keys = staticmethod(input_key)
+    view = staticmethod(views.view)
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.Inspection

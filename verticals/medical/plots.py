@@ -12,7 +12,7 @@ from matplotlib.patches import Patch
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6"]
 
 
-def _cmap(n: int) -> ListedColormap:
+def label_cmap(n: int) -> ListedColormap:
     return ListedColormap([(0, 0, 0, 0)] + [COLOURS[i % len(COLOURS)] for i in range(n)])
 
 
@@ -20,7 +20,7 @@ def overlays(cases: list[dict[str, Any]], labels: dict[int, str]) -> Figure:
     """One row per case: the slice with most foreground, image / ground truth / prediction."""
     fig = Figure(figsize=(9, 3 * len(cases)), layout="constrained")
     axes = fig.subplots(len(cases), 3, squeeze=False)
-    cmap, top = _cmap(max(labels)), max(labels)
+    cmap, top = label_cmap(max(labels)), max(labels)
     for row, case in zip(axes, cases, strict=True):
         image, truth, pred = case["image"], case["truth"], case["pred"]
         z = int(np.argmax((truth > 0).sum(axis=(0, 1)))) if truth.any() else image.shape[2] // 2

@@ -22,6 +22,7 @@ from verticals.medical import (
     retraining,
     schema,
     training,
+    views,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class MedicalVertical(FileVertical):
     score_cases = staticmethod(retraining.score_cases)
     case_keys = staticmethod(retraining.case_keys)
     entry_keys = staticmethod(input_key)
+    view = staticmethod(views.view)
+    view_controls = views.CONTROLS
 
     def response_schema(self, model: Any) -> type[BaseModel]:
         return schema.SegmentationSummary

@@ -17,6 +17,7 @@ from verticals.retail import (
     recommend,
     retraining,
     schema,
+    views,
 )
 
 
@@ -45,6 +46,8 @@ class RetailVertical(RecordVertical):
     score_cases = staticmethod(retraining.score_cases)
     case_keys = staticmethod(retraining.case_keys)
     entry_keys = staticmethod(retraining.entry_keys)
+    view = staticmethod(views.view)
+    view_controls = views.CONTROLS
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.RecommendRequest

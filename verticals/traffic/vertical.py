@@ -20,6 +20,7 @@ from verticals.traffic import (
     retraining,
     schema,
     training,
+    views,
 )
 from verticals.traffic.predict import forecast_records, forecast_rows
 
@@ -60,6 +61,8 @@ class TrafficVertical(RecordVertical):
     score_cases = staticmethod(retraining.score_cases)
     case_keys = staticmethod(retraining.case_keys)
     entry_keys = staticmethod(retraining.entry_keys)
+    view = staticmethod(views.view)
+    view_controls = views.CONTROLS
 
     def request_schema(self, model: Any) -> type[BaseModel]:
         return schema.Reading
