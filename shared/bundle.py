@@ -178,9 +178,10 @@ def _licence_notice(vertical: str, licences: dict[str, str]) -> str:
 
 
 def _extras(suite: list[str], vertical: str) -> list[str]:
-    """The extras of the suite's wheels that serving `vertical` needs (those they declare)."""
+    """The extras of the suite's wheels that serving `vertical` needs (those they declare):
+    the server, its console (`/ui`) and the vertical's libraries."""
     declared = {e for name in suite for e in metadata(name).get_all("Provides-Extra") or []}
-    return [e for e in ("serve", vertical) if e in declared]
+    return [e for e in ("serve", "console", vertical) if e in declared]
 
 
 def io_schema(vertical: Vertical, model: Any) -> dict[str, Any]:

@@ -28,7 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from verticals.core.console_forms import FormField, form_fields, record_of, values_of
+from verticals.core.console_forms import (
+    FormField,
+    form_fields,
+    record_of,
+    skeleton,
+    values_of,
+)
 from verticals.core.console_mount import CONSOLE_PATH, Caller, message_of
 from verticals.core.contract import FileVertical, RecordVertical
 from verticals.core.examples import EXAMPLES
@@ -52,6 +58,7 @@ log = get_logger("console")
 PICTURES, TABLES = 2, 2  # places for a view's images and tables, filled in order
 FORM_COLUMNS = 3
 MIN_PICTURE_PX = 384
+LOGGED_CHOICES = 50  # requests of the log offered to fill a form with
 _CSS = """
 .vt-headline {font-size: 2.2rem; font-weight: 700; padding: .4rem .8rem; border-radius: 8px}
 .vt-good {color: #0a6b2d; background: #e3f6e8} .vt-bad {color: #9b1111; background: #fde6e6}
@@ -104,7 +111,7 @@ def _prediction_page(gr: Any, served: Served, token: Any) -> None:
     if isinstance(vertical, FileVertical):
         ask, inputs = _file_input(gr, served, vertical, bundle_dir / EXAMPLES)
     else:
-        ask, inputs = _record_input(gr, served, current.schema.get("request"), bundle_dir)
+        ask, inputs = _record_input(gr, served, token, current.schema.get("request"), bundle_dir)
     go = gr.Button("Predict", variant="primary")
     headline = gr.HTML()
     note = gr.Markdown(visible=False)
@@ -134,14 +141,18 @@ def _prediction_page(gr: Any, served: Served, token: Any) -> None:
         return await _render(gr, served, token_value, answer, controls_given)
 
     go.click(predict, [token, *inputs, *controls], outputs, queue=False)
-    for control in controls:
-        control.input(redraw, [token, state, *controls], outputs[1:], queue=False,
-                      trigger_mode="always_last")  # fmt: skip
+    for control in controls:  # a user's choice (not the view's own updates) redraws, once
+        event = control.release if hasattr(control, "release") else control.select
+        event(redraw, [token, state, *controls], outputs[1:], queue=False,
+              trigger_mode="always_last")  # fmt: skip
     _feedback_form(gr, served, token, state)
 
 
-def _record_input(gr: Any, served: Served, schema: Any, bundle_dir: Path) -> tuple[Any, list[Any]]:
-    """A form for one record (or JSON for a request of many), the example filled in."""
+def _record_input(
+    gr: Any, served: Served, token: Any, schema: Any, bundle_dir: Path
+) -> tuple[Any, list[Any]]:
+    """A form for one record (or JSON for a request of many), the example filled in, and
+    any request of the log to fill it with instead."""
     vertical = served.versions.current.vertical
     examples = _example_records(bundle_dir / EXAMPLES)
     fields = None
@@ -171,6 +182,7 @@ def _record_input(gr: Any, served: Served, schema: Any, bundle_dir: Path) -> tup
         for start in range(0, len(paired), FORM_COLUMNS):
             with gr.Row():
                 components += [_field(gr, f, v) for f, v in paired[start : start + FORM_COLUMNS]]
+    _from_the_log(gr, served, token, fields, components)
 
     async def ask_form(token_value: str, *values: Any) -> Answer | str:
         try:
@@ -180,6 +192,39 @@ def _record_input(gr: Any, served: Served, schema: Any, bundle_dir: Path) -> tup
         return await _ask_records(served, token_value, [record])
 
     return ask_form, components
+
+
+def _from_the_log(
+    gr: Any, served: Served, token: Any, fields: list[FormField], components: list[Any]
+) -> None:
+    """A request of the prediction log (a customer who asked before) into the form: the
+    log is read with the page's token, so it takes an admin one."""
+    with gr.Row():
+        logged = gr.Dropdown(choices=[], label="or a request from the prediction log",
+                             info="Load needs an admin token", scale=4)  # fmt: skip
+        load = gr.Button("Load", scale=1)
+    found = gr.State({})  # request id -> its first record
+
+    async def listed(token_value: str) -> list[Any]:
+        response = await served.caller.call("GET", SUMMARY_PATH, token_value,
+                                            params={"recent": LOGGED_CHOICES})  # fmt: skip
+        if response.status_code != 200:
+            return [gr.update(choices=[], value=None, info=message_of(response)), {}]
+        records = {row["request_id"]: row["request"] for row in response.json().get("recent", [])
+                   if isinstance(row.get("request"), dict)}  # fmt: skip
+        choices = [(f"{rid[:12]}…  " + json.dumps(rec, default=str)[:90], rid)
+                   for rid, rec in records.items()]  # fmt: skip
+        info = f"{len(choices)} logged requests" if choices else "no request with its inputs"
+        return [gr.update(choices=choices, value=None, info=info), records]
+
+    def fill(request_id: str | None, records: dict[str, Any]) -> list[Any]:
+        record = records.get(request_id or "")
+        if record is None:
+            return [gr.update() for _ in components]
+        return values_of(fields, record)
+
+    load.click(listed, [token], [logged, found], queue=False)
+    logged.select(fill, [logged, found], components, queue=False)
 
 
 async def _ask_records(served: Served, token: str, records: Any) -> Answer | str:
@@ -340,9 +385,14 @@ def _feedback_form(gr: Any, served: Served, token: Any, state: Any) -> None:
         return
     file_field = getattr(current.vertical, "outcome_file", None)
     skip = ("request_id", "observed_at", *([file_field] if file_field else []))
-    fields = form_fields(schema_model.model_json_schema(), skip=skip) or []
+    schema = schema_model.model_json_schema()
+    fields = form_fields(schema, skip=skip)
     with gr.Accordion("Feedback: what really happened", open=False):
-        components = [_field(gr, f, f.default) for f in fields]
+        if fields is None:  # nested (traffic's observed speeds): JSON to fill in
+            template = json.dumps(skeleton(schema, skip), indent=1)
+            components = [gr.Code(value=template, language="json", label="outcome (JSON)")]
+        else:
+            components = [_field(gr, f, f.default) for f in fields]
         upload = gr.File(label=file_field, type="filepath") if file_field else None
         send = gr.Button("Send feedback")
         reply = gr.Markdown()
@@ -352,9 +402,11 @@ def _feedback_form(gr: Any, served: Served, token: Any, state: Any) -> None:
             return "Predict first: feedback is about the prediction shown."
         given, file_path = (values[:-1], values[-1]) if upload is not None else (values, None)
         try:
-            outcome = record_of(fields, list(given))
+            outcome = json.loads(given[0]) if fields is None else record_of(fields, list(given))
         except ValueError as exc:
-            return str(exc)
+            return f"The outcome is not valid: {exc}"
+        if not isinstance(outcome, dict):
+            return "The outcome must be one JSON object."
         outcome["request_id"] = answer.request_id
         outcome["observed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         if upload is not None:
@@ -418,7 +470,7 @@ def _operations(summary: dict[str, Any]) -> list[Any]:
             f"**Predictions** {total['predictions']} ({day['predictions']} in 24 h); "
             f"**feedback** {total['outcomes']} ({day['outcomes']} in 24 h)"
         )
-    recent = pd.DataFrame(summary.get("recent") or [])
+    recent = pd.DataFrame(summary.get("recent") or []).drop(columns="request", errors="ignore")
     monitor = summary.get("monitor")
     if monitor is None:
         note, columns = "No monitor run yet (`verticals monitor`).", pd.DataFrame()

@@ -116,3 +116,26 @@ def _plain(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def skeleton(schema: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The required fields of an object schema with placeholder values (an empty word, 0, the
+    first choice), nested objects and lists of them included: JSON to fill in where a
+    schema has no flat form (traffic's observed speeds)."""
+    defs = schema.get("$defs", {})
+
+    def value(given: dict[str, Any]) -> Any:
+        prop = _resolve(given, defs)
+        if "enum" in prop:
+            return prop["enum"][0]
+        kind = prop.get("type")
+        if kind == "object":
+            required = prop.get("required", [])
+            return {k: value(v) for k, v in prop.get("properties", {}).items() if k in required}
+        if kind == "array":
+            return [value(prop.get("items", {}))]
+        return {"number": 0.0, "integer": 0, "boolean": False}.get(kind, "")
+
+    required = set(schema.get("required", []))
+    return {k: value(v) for k, v in schema.get("properties", {}).items()
+            if k in required and k not in skip}  # fmt: skip

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from verticals.core.auth import route_path
@@ -25,6 +26,10 @@ from verticals.core.logs import get_logger
 
 log = get_logger("console")
 CONSOLE_PATH = "/ui"
+NO_GRADIO = (
+    "this server was installed without its console: pip install 'verticals[console]' "
+    "(Gradio), or serve.console=false"
+)
 
 
 def is_console(path: str) -> bool:
@@ -63,7 +68,16 @@ class ConsoleMount:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and is_console(route_path(scope)):
-            await (await self.console.app())(scope, receive, send)
+            try:
+                console = await self.console.app()
+            except ImportError as exc:  # installed without the console's extra
+                log.warning("no console at %s: %s", CONSOLE_PATH, exc)
+                if scope["type"] == "http":
+                    await JSONResponse(status_code=404, content={"message": NO_GRADIO})(
+                        scope, receive, send
+                    )
+                return
+            await console(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -68,6 +68,10 @@ def _log_figures(plog: PredictionLog, vertical: str, recent: int) -> dict[str, A
             "inputs": _short(e.inputs),
             "outputs": _short(e.outputs),
             "outcome": _short(e.outcome),
+            # a record request's first record, whole (a console fills its form with it)
+            "request": e.inputs[0]
+            if isinstance(e.inputs, list) and e.inputs and isinstance(e.inputs[0], dict)
+            else None,
         }
         for e in reversed(entries)  # newest first
     ]

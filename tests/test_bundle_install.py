@@ -82,6 +82,8 @@ def test_bundle_installs_in_a_fresh_venv_and_serves(finance_run, tmp_path: Path)
         status, body = http(f"{base}/predict", json.dumps(records).encode())
         assert status == 200, body[:500]
         served = json.loads(body)["predictions"]
+        page_status, page = http(f"{base}/ui/")  # the image serves its console too
+        assert page_status == 200 and b"<html" in page.lower(), page[:300]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -24,6 +24,7 @@ from verticals.core.contract import records_of  # noqa: E402
 from verticals.core.errors import UserError  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 from verticals.traffic import graph, sensors, synthetic  # noqa: E402
+from verticals.traffic.locations import read_positions  # noqa: E402
 from verticals.traffic.metrics import masked  # noqa: E402
 
 # Small enough for CI's two cores; long enough that the graph model sees incidents spread.
@@ -104,6 +105,9 @@ def test_bundle_round_trip_gives_identical_forecasts(traffic_run, traffic_bundle
     there = traffic_bundle.vertical.predict(traffic_bundle.model, inputs)
     pd.testing.assert_frame_equal(here, there)
     assert set(here["horizon_min"]) == {15, 30, 60}
+    # the synthetic network's positions travel with the bundle (the console's map)
+    assert traffic_bundle.model.positions == traffic_run.model.positions
+    assert set(traffic_bundle.model.positions) == set(traffic_bundle.model.sensors)
 
 
 def test_api_forecasts_a_window_and_names_bad_input(traffic_bundle, traffic_run) -> None:
@@ -181,8 +185,22 @@ def test_irregular_readings_are_named(tmp_path: Path) -> None:
 def test_reads_the_real_metr_la_graph() -> None:
     import os
 
-    g = graph.load(Path(os.environ["VERTICALS_DATA_DIR"]) / "metr-la" / "adj_mx.pkl")
+    folder = Path(os.environ["VERTICALS_DATA_DIR"]) / "metr-la"
+    g = graph.load(folder / "adj_mx.pkl")
     assert len(g.sensors) == 207 and g.weights.shape == (207, 207)
+    where = read_positions(folder / "graph_sensor_locations.csv", g.sensors)
+    assert set(where) == set(g.sensors)  # every sensor of the graph on the map
+    lon, lat = np.array(list(where.values())).T
+    assert -119 < lon.min() < lon.max() < -117.9 and 33.9 < lat.min() < lat.max() < 34.4  # L.A.
+
+
+def test_sensor_locations_name_what_a_bad_file_lacks(tmp_path: Path) -> None:
+    bad = tmp_path / "where.csv"
+    bad.write_text("station_name,lat_deg,lon_deg\nA,34.1,-118.2\n")
+    with pytest.raises(UserError, match="expected a sensor id column .* it has station_name"):
+        read_positions(bad, ["A"])
+    with pytest.raises(UserError, match="does not exist"):
+        read_positions(tmp_path / "nowhere.csv", ["A"])
 
 
 def test_resume_continues_the_run(traffic_run, tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ class TrafficDataConfig:
     source: TrafficSource = TrafficSource.synthetic
     path: str | None = None  # sensors: METR-LA style .h5, or a long CSV/Parquet
     adjacency: str | None = None  # sensors: adj_mx.pkl, a .npy/.csv matrix or a distance table
+    # sensors: where each sensor is, for the console's map (graph_sensor_locations.csv, or a
+    # CSV of sensor id and longitude/latitude or x/y); null: the console lays the graph out
+    locations: str | None = None
     time_col: str = "timestamp"  # long tables: column names
     sensor_col: str = "sensor"
     value_col: str = "value"

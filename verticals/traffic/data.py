@@ -14,6 +14,7 @@ from verticals.core.config import require_int
 from verticals.core.contract import Splits
 from verticals.core.errors import UserError
 from verticals.traffic import graph, sensors, synthetic
+from verticals.traffic.locations import read_positions
 
 
 @dataclass
@@ -105,6 +106,9 @@ def load_network(cfg: DictConfig) -> Network:
     frame, step = sensors.load(path, *columns)
     road = graph.load(adjacency, list(frame.columns), float(data.kernel_threshold))
     extra = {"path": str(path), "adjacency": str(adjacency), "tz": frame.attrs.get("tz")}
+    where = path.parent / "positions.csv" if data.source == "synthetic" else data.get("locations")
+    if where:
+        extra["positions"] = read_positions(Path(where), list(frame.columns))
     return Network(
         frame.to_numpy(np.float32),
         frame.index,

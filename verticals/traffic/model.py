@@ -33,6 +33,7 @@ class TrafficModel:
     states: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> state_dict
     device: str = "cpu"
     tz: str | None = None  # the training data's time zone (None: naive, taken as local time)
+    positions: dict[str, list[float]] | None = None  # sensor -> [x, y]: the console's map
     _nets: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def network(self, name: str | None = None) -> Any:
@@ -127,6 +128,7 @@ def save(model: TrafficModel, directory: Path) -> None:
         "alerts": model.alerts,
         "networks": sorted(model.states),
         "tz": model.tz,
+        "positions": model.positions,
     }
     (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -158,4 +160,5 @@ def load(directory: Path) -> TrafficModel:
         historical=historical,
         states=states,
         tz=meta.get("tz"),
+        positions=meta.get("positions"),
     )

@@ -149,5 +149,5 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> TrafficModel:
         step_min=net.step_min, input_steps=splits.train.input_steps,
         output_steps=splits.train.output_steps, model_cfg=model_cfg, alerts=alerts,
         historical=HistoricalAverage.fit(net, n_train), states=states,
-        device=ctx.device.kind, tz=net.extra.get("tz"),
+        device=ctx.device.kind, tz=net.extra.get("tz"), positions=net.extra.get("positions"),
     )  # fmt: skip

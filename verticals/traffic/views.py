@@ -79,8 +79,17 @@ def layout(model: TrafficModel) -> np.ndarray:
     return _LAYOUTS[key]
 
 
+def positions(model: TrafficModel) -> tuple[np.ndarray, str]:
+    """(N, 2) positions of the sensors and where they come from: the data's locations when
+    they cover every sensor, else a layout of the road graph."""
+    given = model.positions or {}
+    if given and all(s in given for s in model.sensors):
+        return np.array([given[s] for s in model.sensors], dtype=float), "the sensors' locations"
+    return layout(model), "a layout of the road graph (data.locations gives real ones)"
+
+
 def _network(model: TrafficModel, at: dict[str, dict[str, Any]]) -> MplFigure:
-    xy = layout(model)
+    xy, source = positions(model)
     figure = MplFigure(figsize=(7, 5.5), layout="constrained")
     axes = figure.subplots()
     rows, cols = np.nonzero(np.triu(np.maximum(model.weights, model.weights.T), k=1))
@@ -98,7 +107,8 @@ def _network(model: TrafficModel, at: dict[str, dict[str, Any]]) -> MplFigure:
     figure.colorbar(dots, ax=axes, label="forecast speed")
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.set_title("positions: a layout of the road graph", fontsize=8)
+    axes.set_title(f"positions: {source}", fontsize=8)
+    axes.set_aspect("equal", adjustable="datalim")
     return figure
 
 
