@@ -41,6 +41,13 @@ EXPECTED = {
 }
 
 
+def expect(locator: Any) -> Any:
+    """Playwright's assertions, which wait for the page to catch up."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.is_file():
@@ -288,7 +295,7 @@ def test_retail_shows_similar_items_of_a_chosen_recommendation(served) -> None:
     page.get_by_role("button", name="Load", exact=True).click()
     page.get_by_label("or a request from the prediction log").click()
     page.get_by_role("option").filter(has_text=answered.request_id[:12]).click()
-    assert customer.input_value() == answered.inputs[0]["user_id"]
+    expect(customer).to_have_value(answered.inputs[0]["user_id"])  # once the answer is in
 
 
 def test_the_operations_summary_marks_the_champion(tiny, tmp_path: Path) -> None:

@@ -138,7 +138,7 @@ def test_api_takes_a_volume_and_returns_mask_and_volumes(
     assert mask.shape == nib.load(path).shape
     assert json.loads(raw.headers["x-prediction"])["shape"] == list(mask.shape)
     meta = client.get("/metadata").json()
-    assert meta["schema"]["request"]["file_endings"] == [".nii.gz", ".nii"]
+    assert meta["schema"]["request"]["file_endings"] == [".nii.gz", ".nii", ".zip"]
 
 
 @pytest.mark.parametrize(
@@ -380,6 +380,30 @@ def test_predicts_a_dicom_series_folder(medical_bundle, tmp_path: Path) -> None:
     mask = nib.load(tmp_path / "masks" / "patient_1.nii.gz")
     assert mask.shape == (32, 32, 16)
     assert np.allclose(nib.affines.voxel_sizes(mask.affine), (1.0, 1.0, 2.0))
+
+
+def test_a_zipped_dicom_series_is_one_upload(medical_bundle, tmp_path: Path) -> None:
+    """A series is many files: zipped, it is one upload, answered as its folder is."""
+    pytest.importorskip("pydicom")
+    import zipfile
+
+    image, _ = phantom((32, 32, 16), np.random.default_rng(5))
+    write_dicom_series(image, tmp_path / "patient_1")
+    with zipfile.ZipFile(tmp_path / "patient_1.zip", "w") as archive:
+        for path in sorted((tmp_path / "patient_1").iterdir()):
+            archive.write(path, f"../../etc/{path.name}")  # a hostile name lands inside
+    folder = medical_bundle.vertical.predict_path(medical_bundle.model, tmp_path / "patient_1")
+    client = TestClient(create_app(medical_bundle))
+    with (tmp_path / "patient_1.zip").open("rb") as fh:
+        answer = client.post("/predict", files={"file": ("patient_1.zip", fh)})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prediction"] == folder.summary
+    assert not Path("/etc/slice_000.dcm").exists()
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
+        archive.writestr("notes.txt", "no images here")
+    with (tmp_path / "empty.zip").open("rb") as fh:
+        refused = client.post("/predict", files={"file": ("empty.zip", fh)})
+    assert refused.status_code == 422 and "holds no .dcm files" in refused.json()["message"]
 
 
 @pytest.mark.parametrize(

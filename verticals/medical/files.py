@@ -8,6 +8,8 @@ import math
 import os
 import shutil
 import struct
+import tempfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -18,14 +20,21 @@ from verticals.medical.model import MedicalModel, segment
 #: Most voxels a volume may have (its header says; the reader allocates 4+ bytes each).
 MAX_VOXELS = 512**3 * 2
 VOXELS_ENV = "VERTICALS_MAX_VOXELS"
+ZIP = ".zip"  # a DICOM series as one upload
+MAX_SLICES = 4096  # files of a zipped series
+DICOM_HEADER_BYTES = 64 << 10  # allowed per file of a zipped series, beyond its voxels
 #: Bytes a `.nii.gz` may inflate to beyond what its header accounts for.
 GZIP_SLACK = 16 << 20
 _CHUNK = 1 << 20
 
 
 def predict_path(model: MedicalModel, path: Path) -> FileOutput:
-    """Segment the volume (NIfTI file or DICOM series folder) at `path`; the volume's
-    intensity and grid figures go along as the statistics the monitor watches."""
+    """Segment the volume (NIfTI file, DICOM series folder, or a zip of a DICOM series: one
+    upload) at `path`; the volume's intensity and grid figures go along as the statistics
+    the monitor watches."""
+    if path.is_file() and path.name.lower().endswith(ZIP):
+        with tempfile.TemporaryDirectory(prefix="verticals-dicom-") as folder:
+            return predict_path(model, unpack_series(path, Path(folder)))
     if path.is_file():
         check_volume(path)
     seg = segment(model, path)
@@ -58,6 +67,35 @@ def max_voxels() -> int:
         return int(float(given)) if given else MAX_VOXELS
     except ValueError:
         raise UserError(f"{VOXELS_ENV}={given!r} is not a number of voxels") from None
+
+
+def unpack_series(path: Path, into: Path) -> Path:
+    """The `.dcm` files of a zipped DICOM series, written flat into `into` (no member can
+    land outside it, whatever its name), after checking that they fit the voxel limit at
+    2 bytes a voxel plus their headers (a zip bomb is refused before anything inflates)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path.name} is not a zip archive of a DICOM series: {exc}") from None
+    with archive:
+        members = [m for m in archive.infolist()
+                   if not m.is_dir() and m.filename.lower().endswith(".dcm")]  # fmt: skip
+        if not members:
+            raise UserError(f"{path.name} holds no .dcm files (a zipped DICOM series is expected)")
+        if len(members) > MAX_SLICES:
+            raise UserError(f"{path.name} holds {len(members)} files; at most {MAX_SLICES}")
+        limit = max_voxels() * 2 + len(members) * DICOM_HEADER_BYTES
+        if sum(m.file_size for m in members) > limit:
+            raise UserError(f"{path.name} inflates past {limit} bytes: more voxels than "
+                            f"{VOXELS_ENV} allows")  # fmt: skip
+        try:  # zipfile reads a member up to its declared size and checks its CRC
+            for number, member in enumerate(members):
+                target = into / f"{number:05d}.dcm"
+                with archive.open(member) as source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise UserError(f"{path.name} is a damaged zip archive: {exc}") from None
+    return into
 
 
 def check_volume(path: Path) -> None:

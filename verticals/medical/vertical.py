@@ -34,7 +34,7 @@ class MedicalVertical(FileVertical):
     title = "3D medical image segmentation (MONAI)"
     headline_metric = "dice_mean"
     scale_out = "torch"  # cluster=: Ray Train's TorchTrainer (DDP) around the core's loop
-    input_suffixes = (".nii.gz", ".nii")
+    input_suffixes = (".nii.gz", ".nii", ".zip")  # .zip: a DICOM series as one upload
     # Feedback is a corrected mask; Dice against it needs the predicted mask, so keep it.
     outcome_file = "mask"
     keep_outputs = True

@@ -44,6 +44,9 @@ def view(model: Any, answer: Answer, controls: dict[str, Any]) -> View:
         return View([*panels, Note("The answer carries no mask to show.")])
     mask = _mask(answer.output)
     image = _image(str(answer.upload)) if answer.upload is not None else None
+    if image is None and answer.upload is not None:
+        panels.append(Note("A DICOM series: the mask is drawn alone (a NIfTI upload shows the "
+                           "scan under it)."))  # fmt: skip
     if image is not None and image.shape != mask.shape:
         panels.append(Note(f"The scan's grid {image.shape} is not the mask's {mask.shape}: "
                            "the mask is shown alone."))  # fmt: skip
@@ -84,10 +87,11 @@ def _slice(image: np.ndarray | None, mask: np.ndarray, axis: int, index: int,
 
 @lru_cache(maxsize=4)
 def _image(path: str) -> np.ndarray | None:
-    """The uploaded scan's voxels (its first channel), kept for the next slice."""
+    """The uploaded scan's voxels (its first channel), kept for the next slice; None for a
+    DICOM series (a zip): its mask is shown alone."""
     import nibabel as nib
 
-    if not Path(path).is_file():  # a DICOM folder: shown as the mask alone
+    if not Path(path).is_file() or not path.lower().endswith((".nii", ".nii.gz")):
         return None
     data = np.asanyarray(nib.load(path).dataobj, dtype=np.float32)
     return data[..., 0] if data.ndim == 4 else data
