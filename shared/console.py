@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import html
 import io
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +60,7 @@ log = get_logger("console")
 PICTURES, TABLES = 2, 2  # places for a view's images and tables, filled in order
 FORM_COLUMNS = 3
 MIN_PICTURE_PX = 384
+CACHE_SWEEP = (3600, 3600)  # (every s, older than s): Gradio's `delete_cache`
 LOGGED_CHOICES = 50  # requests of the log offered to fill a form with
 _CSS = """
 .vt-headline {font-size: 2.2rem; font-weight: 700; padding: .4rem .8rem; border-radius: 8px}
@@ -84,7 +87,8 @@ def build(served: Served) -> Any:
     current = served.versions.current
     vertical = current.vertical
     title = f"Verticals: {vertical.title or vertical.name}"
-    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+    # uploads and drawn pictures land in Gradio's cache: cleared hourly of those over an hour
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=CACHE_SWEEP) as blocks:
         gr.Markdown(f"# {html.escape(title)}")
         token = gr.Textbox(
             label="Token", type="password", placeholder="vt_... (verticals token create)",
@@ -130,9 +134,9 @@ def _prediction_page(gr: Any, served: Served, token: Any) -> None:
         if isinstance(answer, str):  # refused: say why, keep nothing
             return [None, _headline(answer, "bad"), *_hidden(gr, outputs[2:], controls)]
         # a new answer: sliders start where the view puts them (the fullest slice)
-        given = {n: None if isinstance(c, Slider) else v for n, c, v in
-                 zip(names, vertical.view_controls, control_values, strict=True)}  # fmt: skip
-        return [answer, *await _render(gr, served, token_value, answer, given)]
+        starting = {n: None if isinstance(c, Slider) else v for n, c, v in
+                    zip(names, vertical.view_controls, control_values, strict=True)}  # fmt: skip
+        return [answer, *await _render(gr, served, token_value, answer, starting)]
 
     async def redraw(token_value: str, answer: Answer | None, *control_values: Any) -> list[Any]:
         if answer is None:  # nothing predicted in this page yet (or on another worker)
@@ -330,10 +334,7 @@ def _updates(gr: Any, view: View, answer: Answer, declared: tuple[Any, ...]) -> 
         else:
             updates.append(gr.update(value=None, visible=False))
     if files:
-        folder = Path(tempfile.mkdtemp(prefix="verticals-console-"))
-        path = folder / Path(files[0].name).name
-        path.write_bytes(files[0].content)
-        updates.append(gr.update(value=str(path), visible=True))
+        updates.append(gr.update(value=str(_stage(files[0])), visible=True))
     else:
         updates.append(gr.update(value=None, visible=False))
     body = dict(answer.body)
@@ -342,6 +343,21 @@ def _updates(gr: Any, view: View, answer: Answer, declared: tuple[Any, ...]) -> 
     updates.append(body)
     updates.extend(gr.update(**view.controls.get(c.name, {})) for c in declared)
     return updates
+
+
+def _stage(download: Download) -> Path:
+    """A file to offer for download, written where Gradio takes it from (it copies it into
+    its own cache); this process's earlier ones over `CACHE_SWEEP` old are removed."""
+    root = Path(tempfile.gettempdir()) / f"verticals-console-{os.getpid()}"
+    root.mkdir(exist_ok=True)
+    for old in root.glob("*/*"):
+        with contextlib.suppress(OSError):  # another thread may have removed it first
+            if time.time() - old.stat().st_mtime > CACHE_SWEEP[1]:
+                old.unlink()
+                old.parent.rmdir()
+    path = Path(tempfile.mkdtemp(dir=root)) / Path(download.name).name
+    path.write_bytes(download.content)
+    return path
 
 
 def _hidden(gr: Any, places: list[Any], controls: list[Any]) -> list[Any]:
