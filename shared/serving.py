@@ -4,8 +4,9 @@ Endpoints: `/health` (process alive), `/ready` (model loaded and warmed up on th
 bundle's example inputs; 503 before), `/metadata` (version,
 metrics, schema), `POST /predict` (one record or a list), `POST /feedback` (outcomes of
 logged predictions, by request id), `/metrics` (Prometheus, with the latest monitor
-figures) and the OpenAPI docs. Malformed input is answered 422 with a message that names
-the field, never 500.
+figures), `/log/summary` (admin: the operations summary), the web console at `/ui`
+(`console.py`) and the OpenAPI docs. Malformed input is answered 422 with a message that
+names the field, never 500.
 
 With a prediction log (`predlog`), every answered `/predict` is committed to it before
 the answer is sent, under the request id the answer carries (body and `X-Request-ID`).
