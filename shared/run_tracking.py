@@ -20,6 +20,8 @@ A Hydra multirun is one parent run, with each job a child run under it.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -194,8 +196,18 @@ def _executor() -> Pool:
     not under the same GIL), else a thread (the import is paid already, or the caller's
     script may not be safe to import again in a spawned process)."""
     if "mlflow" in sys.modules or not _spawn_safe():
+        _import_what_others_peek_at()
         return ThreadPool(1)
     return multiprocessing.get_context("spawn").Pool(1)
+
+
+def _import_what_others_peek_at() -> None:
+    """MLflow's import brings polars along; scikit-learn recognises polars frames by looking
+    polars up in `sys.modules` without importing it, and a polars still half-imported by the
+    store's thread then fails a data split with AttributeError (seen in a benchmark). So
+    polars, when installed, is imported here first, before that thread starts."""
+    if "polars" not in sys.modules and importlib.util.find_spec("polars") is not None:
+        importlib.import_module("polars")
 
 
 def _spawn_safe() -> bool:
