@@ -198,7 +198,8 @@ def _corrected_mask(page: Any, entry: Any) -> None:
     mask = folder / "corrected.nii.gz"
     shutil.copy(entry.files["output"], mask)
     page.locator("input[type=file]").last.set_input_files(str(mask))
-    page.get_by_text(mask.name).wait_for()  # uploaded
+    # uploaded once its name shows (drawn in two parts: "corrected.nii" and ".gz")
+    page.get_by_text("corrected.nii").first.wait_for()
     page.get_by_label("note").fill("left lobe trimmed")
 
 
