@@ -143,9 +143,9 @@ def _client(store: Store) -> MlflowClient:
     try:
         if file is None:
             _reach(store.uri)
-        client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
-        with _creating(file):
-            client._tracking_client.store  # noqa: B018 - opens (and creates) the store now
+        with _creating(file):  # MlflowClient() itself opens, and so creates, the store
+            client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+            client._tracking_client.store  # noqa: B018 - in case a later MLflow defers it
     except Exception as exc:  # noqa: BLE001 - MLflow's, or a driver's own (psycopg)
         raise UserError(
             f"cannot open the tracking store {store.describe()}: {_first_line(exc)}",

@@ -258,3 +258,31 @@ def test_history_survives_many_promotions_on_postgresql(
     events = model_versions.history(store, "finance")
     assert len(events) == 61 and events[-1]["reason"] == "back 29"
     assert model_versions.rollback(store, "finance") == (1, 2)
+
+
+def _open_when_told(uri: str, start, results) -> None:  # noqa: ANN001 - multiprocessing's
+    start.wait()
+    try:
+        Store(uri).client().search_experiments()
+        results.put("ok")
+    except UserError as exc:
+        results.put(str(exc))
+
+
+def test_sweep_jobs_that_start_together_all_open_a_new_store(tmp_path: Path) -> None:
+    """The jobs of a sweep open a store nobody has made yet at the same moment: one creates
+    its tables and the others wait for it (all four failed to open one before the fix)."""
+    import multiprocessing
+
+    import mlflow  # noqa: F401 - imported once here, so the children race on the opening only
+
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(4), context.Queue()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    jobs = [context.Process(target=_open_when_told, args=(uri, start, results)) for _ in range(4)]
+    for job in jobs:
+        job.start()
+    answers = [results.get(timeout=120) for _ in jobs]
+    for job in jobs:
+        job.join(timeout=30)
+    assert answers == ["ok"] * 4, answers
