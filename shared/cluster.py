@@ -48,7 +48,7 @@ QUIET_ENV = {
     "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",  # never re-run workers through `uv run`
 }
-_SOCKET_ROOM = 44  # Ray's socket paths: <temp>/session_<time>_<pid>/sockets/plasma_store
+_SOCKET_ROOM = 42  # 107 bytes less Ray's /session_<date>_<time>_<us>_<pid>/sockets/plasma_store
 _BOOTSTRAP = "ray_bootstrap_config.yaml"
 
 
@@ -99,7 +99,9 @@ def _short(folder: Path) -> Path:
     if len(str(folder)) <= _SOCKET_ROOM:
         return folder
     digest = hashlib.sha256(str(folder).encode()).hexdigest()[:10]
-    link = Path(tempfile.gettempdir()) / f"verticals-ray-{digest}"
+    temp = Path(tempfile.gettempdir())  # or /tmp, when TMPDIR is itself a long path
+    base = temp if len(str(temp)) + len(digest) + 15 <= _SOCKET_ROOM else Path("/tmp")
+    link = base / f"verticals-ray-{digest}"
     if link.is_symlink() and link.resolve() == folder:
         return link
     link.unlink(missing_ok=True)

@@ -17,12 +17,15 @@ the page loads nothing from outside the machine.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import contextlib
+import functools
 import html
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -345,11 +348,18 @@ def _updates(gr: Any, view: View, answer: Answer, declared: tuple[Any, ...]) -> 
     return updates
 
 
+@functools.cache
+def _staging() -> Path:
+    """This process's folder of staged downloads, removed when it exits."""
+    root = Path(tempfile.mkdtemp(prefix="verticals-console-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 def _stage(download: Download) -> Path:
     """A file to offer for download, written where Gradio takes it from (it copies it into
     its own cache); this process's earlier ones over `CACHE_SWEEP` old are removed."""
-    root = Path(tempfile.gettempdir()) / f"verticals-console-{os.getpid()}"
-    root.mkdir(exist_ok=True)
+    root = _staging()
     for old in root.glob("*/*"):
         with contextlib.suppress(OSError):  # another thread may have removed it first
             if time.time() - old.stat().st_mtime > CACHE_SWEEP[1]:
@@ -409,7 +419,11 @@ def _feedback_form(gr: Any, served: Served, token: Any, state: Any) -> None:
             components = [gr.Code(value=template, language="json", label="outcome (JSON)")]
         else:
             components = [_field(gr, f, f.default) for f in fields]
-        upload = gr.File(label=file_field, type="filepath") if file_field else None
+        upload = (
+            gr.File(label=file_field, type="filepath", elem_id="feedback-file")
+            if file_field
+            else None
+        )
         send = gr.Button("Send feedback")
         reply = gr.Markdown()
 

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
+# What the suite and the processes it starts write to temporary folders (pytest's own
+# folders, Ray's short links, YOLO settings, servers' scratch files) lands in one folder of
+# this session's: removed when the session passes, kept and named when it does not.
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="vt-"))  # short: Ray's socket paths start there
+os.environ["TMPDIR"] = tempfile.tempdir = str(SESSION_TMP)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# ultralytics reads its settings folder on first import: a fresh one per session proves
+# that setting it up (settings, fonts) needs no network either.
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
 # A developer's own MLflow server must not receive the tests' runs and promotions.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 # Servers started without log settings (a bundle's serve.py) log here, not into the checkout.
@@ -64,6 +72,12 @@ _STATUS: list[int] = []
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _STATUS.append(int(exitstatus))
+    if exitstatus == 0:
+        import shutil
+
+        shutil.rmtree(SESSION_TMP, ignore_errors=True)
+    else:
+        print(f"\nthe session's temporary files are kept in {SESSION_TMP}")
 
 
 @pytest.hookimpl(trylast=True)

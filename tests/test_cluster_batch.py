@@ -4,8 +4,6 @@ the module, two actors."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +11,6 @@ from typing import Any
 import pandas as pd
 import pytest
 from omegaconf import DictConfig
-
-# ultralytics reads its settings folder on first import (as in test_manufacturing.py)
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-test-yolo-"))
 
 from verticals.configs import compose  # noqa: E402
 from verticals.core import cluster  # noqa: E402

@@ -194,10 +194,10 @@ def _observed(page: Any, entry: Any) -> None:
 
 def _corrected_mask(page: Any, entry: Any) -> None:
     """The predicted mask (the log keeps it), sent back as the reader's corrected one."""
-    folder = Path(tempfile.mkdtemp(prefix="corrected-"))
+    folder = Path(tempfile.mkdtemp(prefix="corrected-"))  # in the session's folder
     mask = folder / "corrected.nii.gz"
     shutil.copy(entry.files["output"], mask)
-    page.locator("input[type=file]").last.set_input_files(str(mask))
+    page.locator("#feedback-file input[type=file]").set_input_files(str(mask))
     # uploaded once its name shows (drawn in two parts: "corrected.nii" and ".gz")
     page.get_by_text("corrected.nii").first.wait_for()
     page.get_by_label("note").fill("left lobe trimmed")

@@ -8,18 +8,13 @@ import dataclasses
 import gzip
 import importlib.util
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
-
-# ultralytics reads its settings folder on first import (as in test_manufacturing.py)
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
 
 from verticals.configs import compose  # noqa: E402
 from verticals.core import registry  # noqa: E402

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
 
 schemathesis = pytest.importorskip("schemathesis")
 from fastapi import FastAPI  # noqa: E402

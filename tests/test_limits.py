@@ -7,18 +7,13 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
-import os
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
-
 from fastapi.testclient import TestClient  # noqa: E402
 
 from verticals.core.bundle import write_bundle  # noqa: E402

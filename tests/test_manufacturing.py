@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -19,10 +18,6 @@ import pytest
 
 if importlib.util.find_spec("ultralytics") is None:  # find, not import: see below
     pytest.skip("ultralytics is not installed", allow_module_level=True)
-
-# ultralytics reads its settings folder on first import: a fresh one proves that setting it
-# up (settings, fonts) needs no network either.
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
 
 from fastapi.testclient import TestClient  # noqa: E402
 

@@ -4,9 +4,7 @@ scores the same; per-image scores that add up to `evaluate`."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,8 +13,6 @@ import pytest
 
 if importlib.util.find_spec("ultralytics") is None:
     pytest.skip("ultralytics is not installed", allow_module_level=True)
-
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
 
 from verticals.configs import compose  # noqa: E402
 from verticals.core import pipeline, registry  # noqa: E402

@@ -17,18 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-# ultralytics reads its settings folder on first import (as in test_manufacturing.py)
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
-
 from fastapi.testclient import TestClient  # noqa: E402
 
 from verticals.configs import compose  # noqa: E402

@@ -9,18 +9,12 @@ in MLflow and in the report."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-
-# ultralytics reads its settings folder on first import (as in test_manufacturing.py)
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="verticals-yolo-"))
-
 from fastapi.testclient import TestClient  # noqa: E402
 
 from verticals.configs import compose  # noqa: E402
