@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +90,31 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os._exit(_STATUS[-1])
 
 
+_THREADS_AT_START = os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _thread_settings_kept() -> Iterator[None]:
+    """No module leaves OMP_NUM_THREADS changed: every process started later (servers, CLI
+    runs, notebook kernels) would inherit it (ultralytics' import sets it to 1)."""
+    yield
+    now = os.environ.get("OMP_NUM_THREADS")
+    assert now == _THREADS_AT_START, f"OMP_NUM_THREADS left at {now!r}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _toy_registered() -> None:
     registry.register(ToyVertical())
+
+
+def needs_ultralytics() -> None:
+    """Skip when ultralytics is not installed, without importing it: its own import sets
+    OMP_NUM_THREADS=1 for every process the suite starts afterwards (the vertical imports it
+    through `verticals.manufacturing.offline`, which undoes that)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics is not installed")
 
 
 def finance_cfg(root: Path, *overrides: str):

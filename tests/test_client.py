@@ -21,6 +21,7 @@ from verticals.core.examples import EXAMPLES, example_body  # noqa: E402
 from verticals.core.predlog import LogSettings  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 
+from .conftest import needs_ultralytics  # noqa: E402
 from .servers import run_cli, serving_in_thread  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def test_retail_and_traffic(tokens, tiny, tmp_path: Path) -> None:
 
 def test_medical_and_manufacturing_files(tokens, tiny, tmp_path: Path) -> None:
     pytest.importorskip("monai")
-    pytest.importorskip("ultralytics")
+    needs_ultralytics()
     file, admin, _ = tokens
     medical, medical_bundle = tiny("medical")
     volume = Path(medical.splits.test[0]["image"])

@@ -20,6 +20,7 @@ from verticals.core.bundle import write_bundle  # noqa: E402
 from verticals.core.config import ServeConfig  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 
+from .conftest import needs_ultralytics  # noqa: E402
 from .hostile import BAD_NAMES, gzip_bomb, multipart, nifti_header, png  # noqa: E402
 
 JSON = {"content-type": "application/json"}
@@ -116,7 +117,7 @@ def _bad_names(client: TestClient, ending: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def manufacturing(tiny) -> TestClient:
-    pytest.importorskip("ultralytics")
+    needs_ultralytics()
     return TestClient(create_app(tiny("manufacturing")[1]))
 
 

@@ -254,7 +254,6 @@ def test_medical_feedback_refusals(medical_demo, tmp_path: Path) -> None:
 def manufacturing_demo(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[pipeline.TrainResult, Path]:
-    pytest.importorskip("ultralytics")
     from tests.test_manufacturing import NoNetwork
 
     root = tmp_path_factory.mktemp("manufacturing")

@@ -24,6 +24,7 @@ from verticals.core.predlog import LogSettings  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 from verticals.core.tracking import Store  # noqa: E402
 
+from .conftest import needs_ultralytics  # noqa: E402
 from .servers import run_cli  # noqa: E402
 
 
@@ -126,7 +127,7 @@ def test_medical_learns_the_corrected_masks(tmp_path: Path, capsys) -> None:
 
 
 def test_manufacturing_learns_the_inspectors_boxes(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("ultralytics")
+    needs_ultralytics()
     from verticals.manufacturing.dataset import label_path
 
     run, store = _champion("manufacturing", tmp_path)
