@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from verticals.core import pipeline, registry
 
+from .nonetwork import NoNetwork
+
 
 def _train_here(plain: dict[str, Any]) -> tuple[str, list[str]]:
     """In the child: train under the no-network guard; the run folder and what it tried."""
-    from tests.test_manufacturing import NoNetwork
-
     with NoNetwork() as guard:
         result = pipeline.train(OmegaConf.create(plain))
     return str(result.run_dir), guard.attempts

@@ -6,10 +6,8 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from verticals.manufacturing.model import (  # noqa: E402
 )
 
 from .fresh import train_fresh
+from .nonetwork import NoNetwork
 from .servers import cli_session
 
 # Small enough for CI's two cores; easy planted defects, so a from-scratch YOLO gets there
@@ -60,31 +59,6 @@ def cfg(root: Path, *overrides: str):
     return compose(
         "train", "manufacturing", [f"paths.root_dir={root}", "trainer.device=cpu", *overrides]
     )
-
-
-class NoNetwork:
-    """Fail any DNS look-up or connection made in this process while active."""
-
-    def __init__(self) -> None:
-        self.attempts: list[str] = []
-
-    def _refuse(self, what: str):
-        def refuse(*args, **kwargs):
-            caller = "".join(traceback.format_stack(limit=30)[:-1])
-            self.attempts.append(f"{what}{args[:2]} from\n{caller}")
-            raise OSError(f"network disabled in this test ({what})")
-
-        return refuse
-
-    def __enter__(self) -> NoNetwork:
-        self._saved = (socket.getaddrinfo, socket.socket.connect, socket.create_connection)
-        socket.getaddrinfo = self._refuse("getaddrinfo")  # type: ignore[assignment]
-        socket.socket.connect = self._refuse("connect")  # type: ignore[method-assign]
-        socket.create_connection = self._refuse("create_connection")  # type: ignore[assignment]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        socket.getaddrinfo, socket.socket.connect, socket.create_connection = self._saved
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from verticals.core.bundle import write_bundle  # noqa: E402
 from verticals.core.predlog import LogSettings, PredictionLog  # noqa: E402
 from verticals.core.serving import create_app  # noqa: E402
 
+from .nonetwork import NoNetwork  # noqa: E402
 from .servers import run_cli  # noqa: E402
 
 needs_monai = pytest.mark.skipif(
@@ -254,8 +255,6 @@ def test_medical_feedback_refusals(medical_demo, tmp_path: Path) -> None:
 def manufacturing_demo(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[pipeline.TrainResult, Path]:
-    from tests.test_manufacturing import NoNetwork
-
     root = tmp_path_factory.mktemp("manufacturing")
     with NoNetwork() as guard:
         # 16 test images (the reference and the uploads), half of them without a defect
