@@ -34,6 +34,7 @@ from verticals.manufacturing.model import (  # noqa: E402
     read_image,
 )
 
+from .fresh import train_fresh
 from .nonetwork import NoNetwork
 from .servers import cli_session
 
@@ -67,9 +68,9 @@ def network_log() -> list[str]:
 
 @pytest.fixture(scope="session")
 def manufacturing_run(tmp_path_factory: pytest.TempPathFactory, network_log: list[str]):
-    with NoNetwork() as guard:
-        result = pipeline.train(cfg(tmp_path_factory.mktemp("manufacturing"), *TINY))
-    network_log.extend(guard.attempts)
+    """The planted run, trained in a fresh process (see tests/fresh.py) under `NoNetwork`."""
+    result, attempts = train_fresh(cfg(tmp_path_factory.mktemp("manufacturing"), *TINY))
+    network_log.extend(attempts)
     return result
 
 
