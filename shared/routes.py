@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import json
 import tempfile
 import time
@@ -51,7 +50,6 @@ from verticals.core.offload import Offload
 from verticals.core.predlog import LogUnavailable
 from verticals.core.records import BadRequest, RecordCodec, unprocessable
 from verticals.core.request_log import RequestLog
-from verticals.core.thread_limits import limit_this_thread
 
 log = get_logger("serving")
 # Work below this runs on the event loop: handing it to a thread and back costs about as
@@ -64,8 +62,7 @@ ANSWERED_BY = "model_version_header"
 
 class ModelThreads:
     """The threads that run the model for requests, each limited to `threads` OpenMP
-    threads (`thread_limits`, torch's MKL included): a server's concurrency comes from its
-    requests and workers.
+    threads (threadpoolctl): a server's concurrency comes from its requests and workers.
 
     Measured on 2 cores: a traffic forecast that takes 4.5 ms on the main thread took 10 ms
     on any other thread with torch's 2 OpenMP threads, and 3.5 ms with 1; a medical volume
@@ -75,8 +72,13 @@ class ModelThreads:
 
     def __init__(self, threads: int | None, workers: int = 4) -> None:
         self.threads, self.workers = threads, workers
-        self.initializer = functools.partial(limit_this_thread, threads) if threads else None
+        self.initializer = self._limit if threads else None
         self._pool: ThreadPoolExecutor | None = None
+
+    def _limit(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=self.threads, user_api="openmp")  # this thread's ICV
 
     def executor(self) -> ThreadPoolExecutor:
         if self._pool is None:  # (again) after `close`: an app may be started twice
