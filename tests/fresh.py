@@ -2,8 +2,12 @@
 
 Torch trained about 1.5x slower late in the suite's long-lived process than in a new one
 (measured on 2 cores: manufacturing's planted run 70 s against 43 s, traffic's 26 s against
-17 s, with the same thread count and no other busy thread; the cause was not found). The
-heaviest training fixtures therefore train in a spawned process, as `verticals train` does.
+17 s). The cause: in-process test servers that are never closed keep request threads that
+once ran torch with an OpenMP team of their own (torch re-applies its process-wide thread
+count on a thread's first call, and its MKL keeps its own), and with more OpenMP threads
+than cores libgomp stops spin-waiting in every thread. Until the servers' thread counts are
+settled (see the closing note of 2026-12-03), the heaviest training fixture trains in a
+spawned process, as `verticals train` does.
 """
 
 from __future__ import annotations
