@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,40 @@ def _thread_settings_kept() -> Iterator[None]:
     yield
     now = os.environ.get("OMP_NUM_THREADS")
     assert now == _THREADS_AT_START, f"OMP_NUM_THREADS left at {now!r}"
+
+
+# Model threads of the apps tests build: released after each test, as a server's shutdown
+# releases them. Many tests call an app through `TestClient(app)` without `with`, so it is
+# never shut down, and its request threads would live on. Each once ran torch with an
+# OpenMP team of its own, and once a process holds more OpenMP threads than cores, libgomp
+# stops spin-waiting in every thread: torch then trained about 1.5x slower in every later
+# test (measured on 2 cores). A released app makes its threads again on its next request.
+_MODEL_THREADS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_threads_tracked() -> Iterator[None]:
+    from verticals.core.batching import MicroBatcher
+    from verticals.core.routes import ModelThreads
+
+    patch = pytest.MonkeyPatch()
+    for kind in (ModelThreads, MicroBatcher):
+        made = kind.__init__
+
+        def tracked(self: Any, *args: Any, _made: Callable[..., None] = made, **kw: Any) -> None:
+            _made(self, *args, **kw)
+            _MODEL_THREADS.add(self)
+
+        patch.setattr(kind, "__init__", tracked)
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _model_threads_released(_model_threads_tracked: None) -> Iterator[None]:
+    yield
+    for threads in list(_MODEL_THREADS):
+        threads.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

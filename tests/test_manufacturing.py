@@ -34,7 +34,6 @@ from verticals.manufacturing.model import (  # noqa: E402
     read_image,
 )
 
-from .fresh import train_fresh
 from .nonetwork import NoNetwork
 from .servers import cli_session
 
@@ -68,9 +67,9 @@ def network_log() -> list[str]:
 
 @pytest.fixture(scope="session")
 def manufacturing_run(tmp_path_factory: pytest.TempPathFactory, network_log: list[str]):
-    """The planted run, trained in a fresh process (see tests/fresh.py) under `NoNetwork`."""
-    result, attempts = train_fresh(cfg(tmp_path_factory.mktemp("manufacturing"), *TINY))
-    network_log.extend(attempts)
+    with NoNetwork() as guard:
+        result = pipeline.train(cfg(tmp_path_factory.mktemp("manufacturing"), *TINY))
+    network_log.extend(guard.attempts)
     return result
 
 
@@ -108,6 +107,7 @@ def test_training_learns_planted_defects(manufacturing_run) -> None:
     assert max(m[f"ap50/{c}"] for c in synthetic.CLASSES if f"ap50/{c}" in m) > 0.6, m
     assert 0 <= m["escape_rate"] <= 1 and 0 <= m["false_reject_rate"] <= 1
     run = manufacturing_run.run_dir
+    assert (run / "train" / "results.png").is_file()  # training.plots: true by default
     for name in ("detections.png", "per_class.png", "training_curve.png", "BoxPR_curve.png",
                  "confusion_matrix.png"):  # fmt: skip
         assert (run / "plots" / name).is_file(), name
@@ -142,7 +142,7 @@ def test_onnx_and_pytorch_agree(manufacturing_bundle, manufacturing_run) -> None
     model = manufacturing_bundle.model
     assert model.runtime == "onnxruntime" and model.onnx.is_file()
     meta = json.loads((manufacturing_bundle.path / "model" / "meta.json").read_text())
-    assert meta["runtime"] == "onnxruntime"
+    assert meta["runtime"] == "onnxruntime" and meta["onnx_simplified"] is True  # the default
     margin = float(model.inspection["conf"]) + 0.05
     compared = 0
     images = [read_image(p) for p in manufacturing_run.splits.test.images[:16]]
@@ -377,9 +377,14 @@ def test_user_yolo_set_trains_from_a_cached_copy(tmp_path: Path) -> None:
     with NoNetwork() as guard:
         result = pipeline.train(
             cfg(tmp_path, "data=yolo", f"data.yaml={path}", "training.epochs=1",
-                "training.imgsz=64", "training.batch=2", "training.workers=0")
+                "training.imgsz=64", "training.batch=2", "training.workers=0",
+                "training.plots=false", "model.onnx_simplify=false")
         )  # fmt: skip
     assert guard.attempts == []
+    # neither ultralytics' training figures nor onnxslim, as asked (seconds each on a CPU)
+    assert not list((result.run_dir / "train").glob("*.png")), "training.plots=false ignored"
+    meta = json.loads((result.run_dir / "model" / "meta.json").read_text())
+    assert meta["onnx_simplified"] is False
     assert result.splits.train.yaml.is_relative_to(tmp_path / "cache")
     assert "download" not in result.splits.train.yaml.read_text()
     user_files = {p.relative_to(tmp_path / "line") for p in (tmp_path / "line").rglob("*")}

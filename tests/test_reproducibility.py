@@ -23,7 +23,8 @@ RETAIL_SMALL = ["data.n_users=600", "data.n_items=400", "data.n_interactions=150
 
 
 def _train(vertical: str, root: Path, *overrides: str) -> pipeline.TrainResult:
-    cfg = compose("train", vertical, [f"paths.root_dir={root}", "trainer.device=cpu", *overrides])
+    cfg = compose("train", vertical, [f"paths.root_dir={root}", "trainer.device=cpu",
+                                      "tracking=none", *overrides])  # fmt: skip
     return pipeline.train(cfg)
 
 

@@ -44,6 +44,7 @@ class DefectModel:
     onnx: Path | None = None
     runtime: str = "torch"  # which file predicts: torch | onnxruntime
     device: str = "cpu"
+    onnx_simplify: bool = True  # when packaged: onnxslim on the export (`model.onnx_simplify`)
     _nets: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     # An ultralytics predictor keeps per-call state (its batch, results, the letterbox), so
     # one instance must not run two images at once (ultralytics' thread-safety guide). The
@@ -247,12 +248,12 @@ def annotate(image: np.ndarray, report: dict[str, Any]) -> bytes:
     return out.getvalue()
 
 
-def export_onnx(weights: Path, imgsz: int) -> Path:
-    """`weights` exported to ONNX beside it, simplified. Dynamic axes, so one call takes a
-    batch of images (ultralytics makes height and width dynamic with the batch; prediction
-    still feeds imgsz x imgsz squares)."""
+def export_onnx(weights: Path, imgsz: int, simplify: bool = True) -> Path:
+    """`weights` exported to ONNX beside it, simplified (onnxslim) unless told not to.
+    Dynamic axes, so one call takes a batch of images (ultralytics makes height and width
+    dynamic with the batch; prediction still feeds imgsz x imgsz squares)."""
     net = ultralytics().YOLO(str(weights), task="detect")
-    path = net.export(format="onnx", imgsz=imgsz, simplify=True, dynamic=True, device="cpu")
+    path = net.export(format="onnx", imgsz=imgsz, simplify=simplify, dynamic=True, device="cpu")
     return Path(path)
 
 
@@ -272,13 +273,14 @@ def save(model: DefectModel, directory: Path) -> None:
     weights = directory / "model.pt"
     if Path(model.weights).resolve() != weights.resolve():
         shutil.copy2(model.weights, weights)
-    onnx = export_onnx(weights, model.imgsz)
+    onnx = export_onnx(weights, model.imgsz, model.onnx_simplify)
     meta = {
         "names": model.names,
         "imgsz": model.imgsz,
         "inspection": model.inspection,
         "runtime": model.inspection.get("runtime", "onnxruntime"),
         "files": {"torch": weights.name, "onnxruntime": onnx.name},
+        "onnx_simplified": model.onnx_simplify,
         "agreement": {"box_px": BOX_TOLERANCE_PX, "confidence": CONF_TOLERANCE},
     }
     (directory / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -296,6 +298,7 @@ def load(directory: Path, runtime: str | None = None) -> DefectModel:
         inspection=dict(meta["inspection"]),
         onnx=directory / meta["files"]["onnxruntime"],
         runtime=runtime,
+        onnx_simplify=bool(meta.get("onnx_simplified", True)),
     )
     model.warm_up()
     return model

@@ -20,7 +20,7 @@ from verticals.manufacturing.model import DefectModel
 from verticals.manufacturing.offline import process_state_kept, ultralytics
 
 _OURS = ("data", "device", "amp", "seed", "project", "name", "exist_ok", "model", "resume",
-         "pretrained", "deterministic", "plots")  # fmt: skip
+         "pretrained", "deterministic")  # fmt: skip
 
 
 def model_yaml(model: DictConfig) -> str:
@@ -90,7 +90,6 @@ def train_args(cfg: DictConfig, splits: Splits, ctx: RunContext) -> dict[str, An
         project=str(Path(ctx.run_dir).resolve()),
         name="train",
         exist_ok=True,
-        plots=True,
     )
     return args
 
@@ -172,6 +171,7 @@ def fit(cfg: DictConfig, splits: Splits, ctx: RunContext) -> DefectModel:
         imgsz=args["imgsz"],
         inspection=inspection,
         device="cuda" if ctx.device.is_cuda else "cpu",
+        onnx_simplify=bool(cfg.model.onnx_simplify),
     )
 
 
