@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test` (a test file stays in one worker: its fixtures are
+# made once); each runs one OpenMP thread (tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint format bench clean
 
@@ -16,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/verticals demo
 
 test: $(STAMP)
-	@$(BIN)/python -m pytest -q; rc=$$?; \
+	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 
