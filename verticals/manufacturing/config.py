@@ -95,8 +95,8 @@ class DetectorConfig:
     cfg: str | None = None  # a model yaml of your own (overrides arch and scale)
     weights: str | None = None  # local .pt to start from; an official name needs download=true
     download: bool = False  # allow fetching official weights by name (off: air-gapped lines)
-    # onnxslim on the served ONNX export: about 4 s per package on 2 cores, and 15% off a
-    # one-image call in ONNX Runtime (a 96-px yolov8n: 2.3 ms against 2.7)
+    # onnxslim on the served ONNX export: about 4 s per package on 2 cores; a one-image call
+    # in ONNX Runtime took 2.3 ms against 2.7 unsimplified (a 96-px yolov8n, measured once)
     onnx_simplify: bool = True
 
 
